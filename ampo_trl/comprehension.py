@@ -1,0 +1,98 @@
+r"""Comprehension scoring of teacher solutions: building the scored sequences and planning the forward passes.
+
+For a prompt q with ground-truth answer y* and a teacher solution o (paper, section 3.3; spec section 1.4):
+
+1. cut o at its last ``<answer>`` tag: o' = o[: index of the last "<answer>"];
+2. append the ground truth: s = o' + "<answer>" + y* + "</answer>" + EOS;
+3. condition on the exact token sequence the student saw for q (same chat template and system prompt) and score
+   only the tokens of y*, not the tags:  score = mean over t in y* of log pi_theta(s_t | q, s_<t), turned into a
+   probability by `ampo_trl.guidance.comprehension_score`.
+
+A solution without an ``<answer>`` tag cannot be scored this way and scores 0 without a forward pass.
+
+The three pieces (o' + "<answer>", y*, "</answer>") are tokenized separately and concatenated, so the answer span
+is known exactly whatever merges the tokenizer would make across the boundaries.
+
+Forward passes are planned globally (`plan_scoring_chunks`): candidates are spread over processes so that each
+holds about the same number of tokens, each process packs its share into chunks whose padded size (rows x longest
+row) stays within a token budget, and every process runs the same number of forward passes, padding with dummy
+passes. That last point is what keeps DeepSpeed ZeRO-3, where every forward is a collective, from hanging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ANSWER_OPEN = "<answer>"
+ANSWER_CLOSE = "</answer>"
+
+
+@dataclass(frozen=True)
+class ScoringSequence:
+    """Token ids of one scored sequence (prompt + cut teacher solution + gold answer) and where the gold sits."""
+
+    input_ids: list[int]
+    answer_start: int  # index in input_ids of the first ground-truth token
+    answer_end: int  # one past the last ground-truth token
+
+
+def cut_at_last_answer_tag(teacher_text: str) -> str | None:
+    """The teacher text before its last `<answer>` tag, or None when it has none."""
+    index = teacher_text.rfind(ANSWER_OPEN)
+    if index < 0:
+        return None
+    return teacher_text[:index]
+
+
+def build_scoring_sequence(
+    prompt_ids: list[int], teacher_text: str, ground_truth: str, tokenizer, eos_token_id: int
+) -> ScoringSequence | None:
+    """Tokens of prompt + o' + "<answer>" + y* + "</answer>" + EOS, or None when the teacher text has no tag."""
+    reasoning = cut_at_last_answer_tag(teacher_text)
+    if reasoning is None or not str(ground_truth).strip():
+        return None
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    head = list(prompt_ids) + encode(reasoning + ANSWER_OPEN)
+    answer = encode(str(ground_truth).strip())
+    tail = encode(ANSWER_CLOSE) + [eos_token_id]
+    return ScoringSequence(input_ids=head + answer + tail, answer_start=len(head), answer_end=len(head) + len(answer))
+
+
+def plan_scoring_chunks(lengths: list[int], num_processes: int, token_budget: int) -> list[list[list[int]]]:
+    """Assign candidates to processes and forward passes.
+
+    Args:
+        lengths: token length of each candidate sequence.
+        num_processes: number of processes sharing the work.
+        token_budget: maximum rows x longest-row tokens per forward pass (a single longer row gets its own pass).
+
+    Returns:
+        plan[process][forward] = list of candidate indices. Every process has the same number of forward passes;
+        an empty list is a dummy pass that only keeps the processes in step.
+    """
+    if num_processes < 1:
+        raise ValueError("num_processes must be >= 1")
+    # Longest first, each to the least-loaded process (LPT): balances tokens across processes.
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    shares: list[list[int]] = [[] for _ in range(num_processes)]
+    loads = [0] * num_processes
+    for index in order:
+        target = min(range(num_processes), key=lambda p: (loads[p], len(shares[p]), p))
+        shares[target].append(index)
+        loads[target] += lengths[index]
+    plan: list[list[list[int]]] = []
+    for share in shares:  # already sorted longest first, so the first row of a chunk is its widest
+        chunks: list[list[int]] = []
+        for index in share:
+            if chunks and (len(chunks[-1]) + 1) * lengths[chunks[-1][0]] <= token_budget:
+                chunks[-1].append(index)
+            else:
+                chunks.append([index])
+        plan.append(chunks)
+    num_forwards = max((len(chunks) for chunks in plan), default=0)
+    for chunks in plan:
+        chunks.extend([] for _ in range(num_forwards - len(chunks)))
+    return plan

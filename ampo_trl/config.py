@@ -1,0 +1,239 @@
+"""`AMPOConfig`: `GRPOConfig` plus the switches of Adaptive Multi-Guidance Policy Optimization.
+
+Defaults follow the paper (arXiv 2510.02227); every place where the authors' released code behaves differently is
+an explicit switch whose help text says which value reproduces the released code. Inherited GRPO fields keep TRL's
+defaults so that an `AMPOConfig` with `guidance_trigger="never"` trains exactly like a `GRPOConfig`; the paper's
+values for those (lr 1e-6, `entropy_coef=0.001`, `loss_type="dapo"`, ...) are set in the recipes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k")
+GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
+COMPREHENSION_MEANS = ("geometric", "arithmetic")
+OFF_POLICY_AGGREGATIONS = ("sequence", "token")
+
+
+@dataclass
+class AMPOConfig(GRPOConfig):
+    r"""
+    Configuration class for [`AMPOTrainer`]. Inherits every parameter of TRL's `GRPOConfig`.
+
+    Parameters that control AMPO (paper defaults):
+
+    > Data
+
+        guidance_pool_column (`str`, defaults to `"teacher_solutions"`): dataset column holding each prompt's pool
+            of teacher solutions (a list of `{"teacher": name, "text": solution}`; see `docs/data.md`).
+        answer_column (`str`, defaults to `"answer"`): dataset column holding the ground-truth answer used by the
+            comprehension score.
+
+    > When to guide and how much
+
+        guidance_trigger (`str`, defaults to `"all_fail"`): `"all_fail"` (paper): guide a group only when none of
+            its completions is correct; `"always"`: replace failed rows in every group (the paper's "w/o adaptive"
+            ablation); `"never"`: plain GRPO; `"hybrid"` (released code option): `"all_fail"` plus, with probability
+            `hybrid_trigger_probability`, any group with a failed row; `"adaptive_k"` (released code option): guide
+            groups where fewer than half the rows are correct and replace enough failed rows to approach a 1:1 mix.
+        num_replacements (`int`, defaults to `2`): k, the number of failed rows replaced in a guided group
+            (k' = min(k, pool size, failed rows)).
+        hybrid_trigger_probability (`float`, defaults to `0.3`).
+        correctness_reward (`str` or `None`, defaults to `None`): name of the reward function whose value decides
+            whether a completion is correct (`None`: the first reward function).
+        correctness_threshold (`float`, defaults to `1.0`): a completion is correct iff that reward >= threshold.
+
+    > Which teacher solution
+
+        guidance_selection (`str`, defaults to `"comprehension"`): `"comprehension"` (paper), `"shortest"`
+            (r_length ablation) or `"random"` (r_random ablation).
+        comprehension_mean (`str`, defaults to `"geometric"`): `"geometric"` (paper) or `"arithmetic"` (released
+            code) mean of the student's probabilities of the ground-truth answer tokens.
+        comprehension_format_weight (`float`, defaults to `0.0`): w in `(1 - w)·score + w·fmt(teacher text)`;
+            the released code uses 0.1.
+        comprehension_round_to_bf16 (`bool`, defaults to `False`): round scores to bfloat16 before ranking
+            (released code).
+        comprehension_token_budget (`int`, defaults to `32768`): maximum padded tokens (rows × length) in one
+            comprehension-scoring forward pass.
+        max_teacher_length (`int` or `None`, defaults to `None` = `max_completion_length`): teacher solutions
+            longer than this many tokens (EOS included) are skipped and counted, never truncated.
+
+    > Training on teacher rows
+
+        shaping_gamma (`float`, defaults to `0.1`): γ of the policy-shaping function f(p) = p / (p + γ).
+        off_policy_aggregation (`str`, defaults to `"sequence"`): `"sequence"` (paper): each teacher sequence
+            contributes the token-mean of its loss; `"token"` (LUFFY / released code): teacher tokens are averaged
+            together with on-policy tokens.
+        teacher_reward_floor (`float` or `None`, defaults to `None`): teacher rows are always re-scored with the
+            reward functions; if set, a teacher row whose weighted total reward is lower is raised to this value
+            (the released code uses 1.0).
+    """
+
+    guidance_pool_column: str = field(
+        default="teacher_solutions",
+        metadata={
+            "help": "Dataset column holding each prompt's pool of teacher solutions: a list of "
+            "{'teacher': name, 'text': solution} entries (see docs/data.md)."
+        },
+    )
+    answer_column: str = field(
+        default="answer",
+        metadata={"help": "Dataset column holding the ground-truth answer used by the comprehension score."},
+    )
+    guidance_trigger: str = field(
+        default="all_fail",
+        metadata={
+            "help": "When a group gets teacher guidance. 'all_fail' (paper): no completion of the group is correct. "
+            "'always': replace failed rows in every group (the paper's 'w/o adaptive' ablation). 'never': plain GRPO. "
+            "'hybrid' (released code option): 'all_fail' plus, with probability hybrid_trigger_probability, any "
+            "group with a failed row. 'adaptive_k' (released code option): groups where fewer than half the rows "
+            "are correct, replacing enough failed rows to approach a 1:1 correct/incorrect mix.",
+            "choices": list(GUIDANCE_TRIGGERS),
+        },
+    )
+    num_replacements: int = field(
+        default=2,
+        metadata={
+            "help": "k: number of failed completions replaced by teacher solutions in a guided group (paper: 2). "
+            "The actual number is min(k, usable pool size, failed rows). Ignored by guidance_trigger='adaptive_k'."
+        },
+    )
+    hybrid_trigger_probability: float = field(
+        default=0.3,
+        metadata={"help": "Probability of guiding a group that has a failed row, for guidance_trigger='hybrid'."},
+    )
+    correctness_reward: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of the reward function (its __name__) that decides whether a completion is correct. None: "
+            "the first reward function. Paper: the accuracy reward, formatting ignored."
+        },
+    )
+    correctness_threshold: float = field(
+        default=1.0,
+        metadata={
+            "help": "A completion is correct iff the correctness reward is >= this value. Paper: accuracy == 1. "
+            "With the single composite ampo_reward (0.9*acc + 0.1*fmt) use 0.9."
+        },
+    )
+    guidance_selection: str = field(
+        default="comprehension",
+        metadata={
+            "help": "How the teacher solutions of a guided group are chosen. 'comprehension' (paper): highest "
+            "student probability of the ground-truth answer after the teacher's reasoning, shorter wins ties. "
+            "'shortest' (r_length ablation). 'random' (r_random ablation).",
+            "choices": list(GUIDANCE_SELECTIONS),
+        },
+    )
+    comprehension_mean: str = field(
+        default="geometric",
+        metadata={
+            "help": "Mean of the student's probabilities of the ground-truth answer tokens. 'geometric' (paper): "
+            "exp(mean log p). 'arithmetic' (released code): mean p.",
+            "choices": list(COMPREHENSION_MEANS),
+        },
+    )
+    comprehension_format_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "w in (1 - w) * score + w * format(teacher text). Paper: 0. Released code: 0.1.",
+        },
+    )
+    comprehension_round_to_bf16: bool = field(
+        default=False,
+        metadata={"help": "Round comprehension scores to bfloat16 before ranking, as the released code does."},
+    )
+    comprehension_token_budget: int = field(
+        default=32768,
+        metadata={
+            "help": "Maximum number of padded tokens (rows x length) in one comprehension-scoring forward pass. "
+            "Bounds the memory of scoring; more candidates mean more forward passes, never bigger ones."
+        },
+    )
+    max_teacher_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher solutions longer than this many tokens (EOS included) are skipped and counted in "
+            "ampo/skipped_too_long, never truncated. None: max_completion_length."
+        },
+    )
+    shaping_gamma: float = field(
+        default=0.1,
+        metadata={"help": "gamma of the policy-shaping function f(p) = p / (p + gamma) applied to teacher tokens."},
+    )
+    off_policy_aggregation: str = field(
+        default="sequence",
+        metadata={
+            "help": "How teacher-token losses are aggregated. 'sequence' (paper): each teacher sequence contributes "
+            "the token-mean of its loss, weighted like one row of the batch. 'token' (LUFFY / released code): teacher "
+            "tokens join the on-policy tokens in one token-level mean.",
+            "choices": list(OFF_POLICY_AGGREGATIONS),
+        },
+    )
+    teacher_reward_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher rows are re-scored with the reward functions. If set, a teacher row whose weighted total "
+            "reward is lower than this value is raised to it (the released code uses 1.0). None: keep the re-scored "
+            "reward (paper: pool solutions are verified correct)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self._check_choice("guidance_trigger", GUIDANCE_TRIGGERS)
+        self._check_choice("guidance_selection", GUIDANCE_SELECTIONS)
+        self._check_choice("comprehension_mean", COMPREHENSION_MEANS)
+        self._check_choice("off_policy_aggregation", OFF_POLICY_AGGREGATIONS)
+        if self.guidance_trigger == "never":
+            return
+        if self.num_replacements < 1:
+            raise ValueError(
+                f"num_replacements must be >= 1, got {self.num_replacements}. To train without guidance set "
+                "guidance_trigger='never'."
+            )
+        if self.num_replacements >= self.num_generations:
+            raise ValueError(
+                f"num_replacements ({self.num_replacements}) must be smaller than num_generations "
+                f"({self.num_generations}) so that every guided group keeps on-policy rows. Lower num_replacements "
+                "or raise num_generations."
+            )
+        if not 0.0 <= self.hybrid_trigger_probability <= 1.0:
+            raise ValueError(f"hybrid_trigger_probability must be in [0, 1], got {self.hybrid_trigger_probability}.")
+        if not 0.0 <= self.comprehension_format_weight <= 1.0:
+            raise ValueError(
+                f"comprehension_format_weight must be in [0, 1], got {self.comprehension_format_weight} "
+                "(paper: 0.0, released code: 0.1)."
+            )
+        if self.shaping_gamma <= 0:
+            raise ValueError(f"shaping_gamma must be > 0, got {self.shaping_gamma} (paper: 0.1).")
+        if self.comprehension_token_budget < 1:
+            raise ValueError(f"comprehension_token_budget must be >= 1, got {self.comprehension_token_budget}.")
+        if self.max_teacher_length is not None and self.max_teacher_length < 1:
+            raise ValueError(
+                f"max_teacher_length must be >= 1 or None (= max_completion_length), got {self.max_teacher_length}."
+            )
+        if self.teacher_reward_floor is not None and self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError(
+                "teacher_reward_floor raises the weighted *total* reward of teacher rows, which only exists with "
+                "multi_objective_aggregation='sum_then_normalize'. Set teacher_reward_floor=None or use "
+                "multi_objective_aggregation='sum_then_normalize'."
+            )
+        if self.guidance_trigger == "hybrid" and self.hybrid_trigger_probability == 0.0:
+            raise ValueError(
+                "guidance_trigger='hybrid' with hybrid_trigger_probability=0 is 'all_fail'; set "
+                "guidance_trigger='all_fail' or a probability > 0."
+            )
+
+    @property
+    def effective_max_teacher_length(self) -> int:
+        """Longest accepted teacher solution in tokens (EOS included)."""
+        return self.max_teacher_length if self.max_teacher_length is not None else self.max_completion_length
+
+    def _check_choice(self, name: str, choices: tuple[str, ...]):
+        value = getattr(self, name)
+        if value not in choices:
+            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")

@@ -1,0 +1,716 @@
+r"""`AMPOTrainer`: GRPO with adaptive multi-teacher guidance, as a subclass of TRL's `GRPOTrainer`.
+
+AMPO (https://huggingface.co/papers/2510.02227). For each prompt q the policy samples G completions and they are
+scored as in GRPO. A group in which no completion is correct (the *adaptive trigger*) gets guidance: k' = min(k,
+|pool|) failed completions, drawn at random, are replaced by the teacher solutions of q's pool that the student
+*comprehends* best, i.e. with the highest student probability of the ground-truth answer after the teacher's
+reasoning. Advantages are then computed over the augmented group, and the loss is
+
+    L = L_GRPO(on-policy rows) + L_off(teacher rows),   L_off = -A_i f(pi_theta(o_it)),  f(x) = x / (x + gamma),
+
+aggregated per teacher sequence (see `ampo_trl.loss` for the exact weighting and its guarantees). Groups without a
+trigger are plain GRPO, and with `guidance_trigger="never"` the trainer *is* `GRPOTrainer`.
+
+This class only wires the pure logic of `ampo_trl.guidance`, `ampo_trl.comprehension`, `ampo_trl.advantages` and
+`ampo_trl.loss` into TRL. It overrides:
+
+* `_calculate_rewards`: remembers the gathered rewards, from which the trigger is decided;
+* `_generate_and_score_completions`: calls the parent, then replaces rows and patches the batch;
+* `_compute_loss`: calls the parent on the on-policy rows and adds the shaping loss of the teacher rows, reusing
+  the parent's single forward pass;
+* `_set_signature_columns_if_needed`: keeps the pool and answer columns.
+
+Distributed safety: every decision is computed from gathered data with generators seeded by (seed, step, group,
+prompt), so it is identical on every process; every collective and every extra forward pass (comprehension
+scoring, reference log-probs of teacher rows) is made the same number of times on every process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from accelerate.utils import gather_object
+from trl import GRPOConfig, GRPOTrainer
+from trl.data_utils import is_conversational
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import get_config_model_id, pad, use_adapter
+
+from .advantages import compute_advantages, weighted_total_rewards
+from .comprehension import build_scoring_sequence, plan_scoring_chunks
+from .config import AMPOConfig
+from .guidance import (
+    choose_rows_to_replace,
+    comprehension_score,
+    correctness_mask,
+    group_seed,
+    make_generator,
+    rank_candidates,
+    requested_replacements,
+)
+from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
+from .pool import PoolFormatError, parse_pool
+
+logger = logging.getLogger(__name__)
+
+POLICY_SOURCE = "policy"
+
+# Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each (see the spec, section 4).
+# `ref_per_token_logps` is recomputed for teacher rows; widening pads every field with the value given here.
+_PER_TOKEN_FILL = {
+    "completion_ids": None,  # pad token id, filled at run time
+    "completion_mask": 0,
+    "old_per_token_logps": 0.0,  # placeholder: teacher rows are masked out of the ratio-based loss
+    "sampling_per_token_logps": 0.0,  # ignored for teacher rows
+    "ref_per_token_logps": 0.0,
+    "importance_sampling_ratio": 1.0,  # no vLLM correction for tokens the sampler did not produce
+    "tool_mask": 1,
+}
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    teacher: str
+    text: str
+    completion_ids: tuple[int, ...]  # teacher tokens + EOS
+
+
+@dataclass(frozen=True)
+class _Replacement:
+    row: int  # global row index in the generation batch
+    group: int
+    candidate: _Candidate
+    score: float | None
+
+
+class AMPOTrainer(GRPOTrainer):
+    """Trainer for Adaptive Multi-Guidance Policy Optimization (AMPO), a drop-in replacement for `GRPOTrainer`.
+
+    Takes the same arguments as `GRPOTrainer`; `args` should be an [`AMPOConfig`] (a `GRPOConfig` is converted
+    with AMPO's defaults). The training dataset needs, besides `prompt`, a pool column (default
+    `teacher_solutions`: a list of `{"teacher", "text"}`) and an answer column (default `answer`).
+
+    Example:
+
+    ```python
+    >>> from ampo_trl import AMPOConfig, AMPOTrainer
+    >>> from ampo_trl.rewards import accuracy_reward, format_reward
+
+    >>> trainer = AMPOTrainer(
+    ...     model="Qwen/Qwen2.5-1.5B-Instruct",
+    ...     reward_funcs=[accuracy_reward, format_reward],
+    ...     args=AMPOConfig(output_dir="out", reward_weights=[0.9, 0.1]),
+    ...     train_dataset=dataset,  # columns: prompt, answer, teacher_solutions
+    ... )
+    >>> trainer.train()
+    ```
+    """
+
+    _tag_names = ["trl", "grpo", "ampo"]
+    _name = "AMPO"
+    _paper = {
+        "title": "More Than One Teacher: Adaptive Multi-Guidance Policy Optimization for Diverse Exploration",
+        "id": "2510.02227",
+        "citation": """\
+@article{yuan2025ampo,
+    title   = {{More Than One Teacher: Adaptive Multi-Guidance Policy Optimization for Diverse Exploration}},
+    author  = {Xiaoyang Yuan and Yujuan Ding and Yi Bin and Wenqi Shao and Jinyu Cai and Jingkuan Song and Yang Yang and Heng Tao Shen},
+    year    = 2025,
+    journal = {arXiv preprint arXiv:2510.02227}
+}""",
+    }
+
+    def __init__(self, model, reward_funcs=None, args: AMPOConfig | GRPOConfig | None = None, **kwargs):
+        if args is None:
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = AMPOConfig(f"{model_name.split('/')[-1]}-AMPO")
+        elif not isinstance(args, AMPOConfig):
+            args = _to_ampo_config(args)
+        self._ampo_guidance_enabled = args.guidance_trigger != "never"
+        if self._ampo_guidance_enabled:
+            for unsupported in ("tools", "environment_factory"):
+                if kwargs.get(unsupported) is not None:
+                    raise ValueError(
+                        f"AMPO guidance does not support `{unsupported}`: teacher solutions are single-turn texts. "
+                        "Set guidance_trigger='never' to train with tools."
+                    )
+        super().__init__(model, reward_funcs, args=args, **kwargs)
+
+        self._last_gathered_rewards: torch.Tensor | None = None
+        self._teacher_token_cache: dict[str, tuple[int, ...]] = {}
+        self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
+        self._ampo_totals: Counter = Counter()
+        self._warned: set[str] = set()
+        if self._ampo_guidance_enabled:
+            if self._is_vlm:
+                raise ValueError(
+                    "AMPO guidance supports text-only models. Set guidance_trigger='never' to train a "
+                    "vision-language model with plain GRPO."
+                )
+            self._correctness_index = self._resolve_correctness_reward()
+            if self.train_dataset is not None:
+                self._check_dataset(self.train_dataset)
+
+    # ------------------------------------------------------------------------------------------------ set-up checks
+    def _resolve_correctness_reward(self) -> int:
+        name = self.args.correctness_reward
+        if name is None:
+            return 0
+        if name not in self.reward_func_names:
+            raise ValueError(
+                f"correctness_reward={name!r} is not one of the reward functions {self.reward_func_names}. Use the "
+                "name of the function that returns 1 for a correct answer (e.g. 'accuracy_reward')."
+            )
+        return self.reward_func_names.index(name)
+
+    def _check_dataset(self, dataset):
+        """Fail before training on a missing column or an unreadable pool; warn with counts for empty pools."""
+        columns = getattr(dataset, "column_names", None)
+        pool_column, answer_column = self.args.guidance_pool_column, self.args.answer_column
+        if columns is None:  # iterable dataset without known features: checked on each batch instead
+            return
+        for column, option in ((pool_column, "guidance_pool_column"), (answer_column, "answer_column")):
+            if column not in columns:
+                raise ValueError(
+                    f"The training dataset has no column '{column}' ({option}); its columns are {columns}. Add the "
+                    f"column, point {option} at the right one, or set guidance_trigger='never' for plain GRPO."
+                )
+        if not hasattr(dataset, "__getitem__"):
+            return
+        empty_pools, empty_answers = 0, 0
+        for row_index, (pool, answer) in enumerate(zip(dataset[pool_column], dataset[answer_column], strict=True)):
+            solutions = parse_pool(pool, row_index=row_index, column=pool_column)  # raises PoolFormatError
+            if not any(solution.text.strip() for solution in solutions):
+                empty_pools += 1
+            if answer is None or not str(answer).strip():
+                empty_answers += 1
+        if empty_pools:
+            logger.warning(
+                "%d of %d training rows have an empty guidance pool: their groups cannot be guided and are counted "
+                "in the metric ampo/empty_pool_groups when they trigger.",
+                empty_pools,
+                len(dataset),
+            )
+        if empty_answers and self.args.guidance_selection == "comprehension":
+            logger.warning(
+                "%d of %d training rows have an empty '%s': their teacher solutions score 0 in comprehension "
+                "selection (ties then go to the shortest solution).",
+                empty_answers,
+                len(dataset),
+                answer_column,
+            )
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        for column in (self.args.guidance_pool_column, self.args.answer_column):
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
+
+    # ---------------------------------------------------------------------------------------------- generation side
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_gathered_rewards = rewards_per_func  # gathered over processes: the trigger is decided from it
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        num_global_rows = len(inputs) * self.accelerator.num_processes
+        if not self.model.training or not self._ampo_guidance_enabled:
+            self._log_sources([POLICY_SOURCE] * num_global_rows)  # keeps the completions table rectangular
+            return output
+        return self._apply_guidance(inputs, output, self._last_gathered_rewards)
+
+    def _apply_guidance(self, inputs, output, rewards_per_func):
+        """Replace failed rows of triggered groups by teacher solutions and patch the batch (see class docstring)."""
+        metrics = self._metrics["train"]
+        num_generations = self.num_generations
+        num_local = len(inputs)
+        first_global_row = self.accelerator.process_index * num_local
+        num_groups = rewards_per_func.size(0) // num_generations
+        step = self.state.global_step
+
+        correct = correctness_mask(rewards_per_func[:, self._correctness_index], self.args.correctness_threshold)
+        grouped_correct = correct.view(num_groups, num_generations)
+        hybrid_draws = (
+            torch.tensor(
+                [
+                    torch.rand(1, generator=make_generator(group_seed(self.args.seed, step, g, "hybrid"))).item()
+                    for g in range(num_groups)
+                ]
+            )
+            if self.args.guidance_trigger == "hybrid"
+            else None
+        )
+        requested = requested_replacements(
+            correct.cpu(),
+            num_generations,
+            self.args.guidance_trigger,
+            self.args.num_replacements,
+            hybrid_draws=hybrid_draws,
+            hybrid_probability=self.args.hybrid_trigger_probability,
+        )
+        metrics["ampo/all_fail_fraction"].append((grouped_correct.sum(1) == 0).float().mean().item())
+        metrics["ampo/all_correct_fraction"].append(grouped_correct.all(1).float().mean().item())
+        metrics["ampo/triggered_group_fraction"].append((requested > 0).float().mean().item())
+        triggered = [g for g in range(num_groups) if requested[g] > 0]
+
+        replacements: list[_Replacement] = []
+        counts = Counter()
+        scores_seen: list[float] = []
+        if triggered:  # identical on every process, so the collectives below are entered by all or by none
+            group_rows = self._gather_group_rows(inputs, triggered, first_global_row)
+            candidates = {g: self._usable_candidates(group_rows[g], g, counts) for g in triggered}
+            need_scores = [
+                g
+                for g in triggered
+                if self.args.guidance_selection == "comprehension" and len(candidates[g]) > requested[g]
+            ]
+            scores = self._score_candidates(group_rows, candidates, need_scores, counts)
+            scores_seen = [s for g in need_scores for s in scores[g]]
+            for g in triggered:
+                replacements.extend(
+                    self._select(g, group_rows[g], candidates[g], scores.get(g), int(requested[g]), grouped_correct[g])
+                )
+        metrics["ampo/guided_group_fraction"].append(len({r.group for r in replacements}) / num_groups)
+        metrics["ampo/replaced_rows"].append(float(len(replacements)))
+        metrics["ampo/replaced_row_fraction"].append(len(replacements) / rewards_per_func.size(0))
+        for key in ("empty_pool_groups", "skipped_too_long", "skipped_empty_text"):
+            metrics[f"ampo/{key}"].append(float(counts[key]))
+            self._ampo_totals[key] += counts[key]
+        metrics["ampo/scoring_forwards"].append(float(counts["scoring_forwards"]))
+        self._log_score_stats(scores_seen, [r.score for r in replacements if r.score is not None])
+        self._warn_about_skips(counts)
+
+        sources = [POLICY_SOURCE] * rewards_per_func.size(0)
+        for replacement in replacements:
+            sources[replacement.row] = replacement.candidate.teacher
+        self._log_teacher_shares(replacements)
+        if not replacements:
+            self._log_sources(sources)
+            return output
+
+        teacher_rewards = self._rescore_teacher_rows(replacements, group_rows)
+        new_rewards = rewards_per_func.clone()
+        is_teacher_global = torch.zeros(rewards_per_func.size(0), dtype=torch.bool, device=rewards_per_func.device)
+        for replacement, reward in zip(replacements, teacher_rewards, strict=True):
+            new_rewards[replacement.row] = reward
+            is_teacher_global[replacement.row] = True
+        advantages, _ = compute_advantages(
+            new_rewards,
+            self.reward_weights,
+            num_generations,
+            scale_rewards=self.scale_rewards,
+            multi_objective_aggregation=self.multi_objective_aggregation,
+            reward_floor=self.args.teacher_reward_floor,
+            floor_mask=is_teacher_global,
+        )
+        local_slice = slice(first_global_row, first_global_row + num_local)
+        output["advantages"] = advantages[local_slice]
+
+        teacher_totals = weighted_total_rewards(teacher_rewards, self.reward_weights)
+        metrics["ampo/teacher_reward_mean"].append(torch.nanmean(teacher_totals).item())
+        teacher_correct = correctness_mask(
+            teacher_rewards[:, self._correctness_index], self.args.correctness_threshold
+        )
+        metrics["ampo/teacher_incorrect_fraction"].append(1.0 - teacher_correct.float().mean().item())
+        metrics["ampo/reward_with_guidance"].append(
+            torch.nanmean(weighted_total_rewards(new_rewards, self.reward_weights)).item()
+        )
+
+        local = {r.row - first_global_row: r for r in replacements if local_slice.start <= r.row < local_slice.stop}
+        self._splice_teacher_rows(output, local)
+        self._patch_completion_logs(replacements, group_rows, new_rewards, advantages)
+        self._log_sources(sources)
+        return output
+
+    def _gather_group_rows(self, inputs, groups, first_global_row) -> dict[int, dict]:
+        """Every process gets the dataset row of every triggered group (sent by the process holding its first row)."""
+        num_generations = self.num_generations
+        local_rows = range(first_global_row, first_global_row + len(inputs))
+        payload = [
+            (g, inputs[g * num_generations - first_global_row]) for g in groups if g * num_generations in local_rows
+        ]
+        return dict(gather_object(payload))
+
+    def _usable_candidates(self, row: dict, group: int, counts: Counter) -> list[_Candidate]:
+        pool_column = self.args.guidance_pool_column
+        if pool_column not in row:
+            raise KeyError(
+                f"A training row has no '{pool_column}' column (guidance_pool_column). Add the pool column to the "
+                "dataset or set guidance_trigger='never'."
+            )
+        try:
+            solutions = parse_pool(row[pool_column], column=pool_column)
+        except PoolFormatError as error:
+            raise PoolFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
+        usable = []
+        max_length = self.args.effective_max_teacher_length
+        for solution in solutions:
+            if not solution.text.strip():
+                counts["skipped_empty_text"] += 1
+                continue
+            token_ids = self._teacher_tokens(solution.text)
+            if len(token_ids) > max_length:
+                counts["skipped_too_long"] += 1
+                continue
+            usable.append(_Candidate(teacher=solution.teacher, text=solution.text, completion_ids=token_ids))
+        if not usable:
+            counts["empty_pool_groups"] += 1
+        return usable
+
+    def _teacher_tokens(self, text: str) -> tuple[int, ...]:
+        token_ids = self._teacher_token_cache.get(text)
+        if token_ids is None:
+            # The student's tokenizer and its EOS: a teacher row must look like a completion the student could sample.
+            token_ids = (*self._tokenizer(text, add_special_tokens=False)["input_ids"], self._tokenizer.eos_token_id)
+            if len(self._teacher_token_cache) > 100_000:
+                self._teacher_token_cache.clear()
+            self._teacher_token_cache[text] = token_ids
+        return token_ids
+
+    def _select(self, group, row, candidates, scores, requested, group_correct) -> list[_Replacement]:
+        count = min(requested, len(candidates))
+        if count == 0:
+            return []
+        prompt_key = str(row.get("prompt"))
+        seed_parts = (self.args.seed, self.state.global_step, group, prompt_key)
+        lengths = [len(c.completion_ids) for c in candidates]
+        ranking = rank_candidates(
+            self.args.guidance_selection,
+            lengths,
+            scores=scores if scores is not None else [0.0] * len(candidates),
+            generator=make_generator(group_seed(*seed_parts, "selection")),
+        )
+        offsets = choose_rows_to_replace(~group_correct.cpu(), count, make_generator(group_seed(*seed_parts, "rows")))
+        first_row = group * self.num_generations
+        return [
+            _Replacement(
+                row=first_row + offset,
+                group=group,
+                candidate=candidates[index],
+                score=None if scores is None else float(scores[index]),
+            )
+            for offset, index in zip(offsets, ranking[:count], strict=True)
+        ]
+
+    @torch.no_grad()
+    def _score_candidates(self, group_rows, candidates, groups, counts) -> dict[int, list[float]]:
+        """Comprehension scores of every candidate of `groups`, computed in shards across processes."""
+        if not groups:
+            return {}
+        prompt_ids, _, _ = self._tokenize_prompts([group_rows[g]["prompt"] for g in groups])
+        entries = []  # (group, candidate index, ScoringSequence or None, format score of the teacher text)
+        for g, ids in zip(groups, prompt_ids, strict=True):
+            answer = group_rows[g].get(self.args.answer_column)
+            for index, candidate in enumerate(candidates[g]):
+                sequence = build_scoring_sequence(
+                    ids,
+                    candidate.text,
+                    "" if answer is None else answer,
+                    self._tokenizer,
+                    self._tokenizer.eos_token_id,
+                )
+                entries.append((g, index, sequence, _format_score(candidate.text)))
+        scorable = [i for i, entry in enumerate(entries) if entry[2] is not None]
+        plan = plan_scoring_chunks(
+            [len(entries[i][2].input_ids) for i in scorable],
+            self.accelerator.num_processes,
+            self.args.comprehension_token_budget,
+        )
+        local_chunks = plan[self.accelerator.process_index]
+        local_scores = torch.zeros(len(entries), device=self.accelerator.device)
+        for chunk in local_chunks:
+            sequences = [entries[scorable[i]][2] for i in chunk]
+            logps, offset = self._scoring_forward(sequences)
+            for row, i in enumerate(chunk):
+                sequence = sequences[row]
+                local_scores[scorable[i]] = comprehension_score(
+                    logps[row, sequence.answer_start - offset : sequence.answer_end - offset].float(),
+                    mean=self.args.comprehension_mean,
+                    format_score=entries[scorable[i]][3],
+                    format_weight=self.args.comprehension_format_weight,
+                    round_to_bf16=self.args.comprehension_round_to_bf16,
+                )
+        counts["scoring_forwards"] += len(local_chunks)
+        # Each entry is scored on exactly one process (zeros elsewhere), so a sum gives every process all scores.
+        all_scores = self.accelerator.reduce(local_scores, reduction="sum").tolist()
+        scores: dict[int, list[float]] = {g: [0.0] * len(candidates[g]) for g in groups}
+        for (g, index, sequence, format_score), score in zip(entries, all_scores, strict=True):
+            # Without an <answer> tag the gold cannot be placed: only the format term remains (0 by default).
+            scores[g][index] = score if sequence is not None else self.args.comprehension_format_weight * format_score
+        return scores
+
+    def _scoring_forward(self, sequences):
+        """Per-token log-probs of right-padded `sequences`; column j scores token `offset + j`.
+
+        With no sequence, runs a dummy two-token pass: every process must run as many forwards as the busiest one,
+        because under DeepSpeed ZeRO-3 each forward pass is a collective.
+        """
+        eos = self._tokenizer.eos_token_id
+        rows = [torch.tensor(s.input_ids) for s in sequences] or [torch.tensor([eos, eos])]
+        device = self.accelerator.device
+        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="right").to(device)
+        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="right").to(device)
+        offset = min((s.answer_start for s in sequences), default=1)  # only score from the first gold token on
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, input_ids.size(1) - offset, batch_size=input_ids.size(0)
+            )
+        return logps, offset
+
+    def _rescore_teacher_rows(self, replacements, group_rows) -> torch.Tensor:
+        """Reward-function values of the teacher rows (T, F), computed in equal shards on every process."""
+        num_processes, process_index = self.accelerator.num_processes, self.accelerator.process_index
+        rows_per_process = math.ceil(len(replacements) / num_processes)
+        shard = replacements[process_index * rows_per_process : (process_index + 1) * rows_per_process]
+        shard = shard + [replacements[0]] * (rows_per_process - len(shard))  # dummies keep the gather shapes equal
+        inputs, prompts, completions, completion_ids = [], [], [], []
+        for replacement in shard:
+            row = {**group_rows[replacement.group], "completion_source": replacement.candidate.teacher}
+            inputs.append(row)
+            prompts.append(row["prompt"])
+            completions.append(self._as_completion(row["prompt"], replacement.candidate.text))
+            completion_ids.append(list(replacement.candidate.completion_ids))
+        gathered = self._calculate_rewards(inputs, prompts, completions, completion_ids)
+        # Reward functions may log extra columns or metrics through the trainer; these rows are not in the table.
+        self._pending_extra_logs.clear()
+        self._pending_metrics.clear()
+        return gathered[: len(replacements)]  # shards are contiguous, so the gather restores the original order
+
+    def _splice_teacher_rows(self, output, local_replacements: dict[int, _Replacement]):
+        """Write teacher tokens into this process's rows and patch every per-token field for them (spec, section 4)."""
+        device = self.accelerator.device
+        completion_ids = output["completion_ids"]
+        num_rows, width = completion_ids.shape
+        longest = max((len(r.candidate.completion_ids) for r in local_replacements.values()), default=0)
+        # Every process widens to the same global width (one small gather) so no shape depends on the shard.
+        new_width = max(width, int(self.accelerator.gather(torch.tensor([longest], device=device)).max()))
+        if self.pad_to_multiple_of:
+            new_width = math.ceil(new_width / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        fills = {**_PER_TOKEN_FILL, "completion_ids": self._tokenizer.pad_token_id}
+        for key, value in list(output.items()):
+            if (
+                not isinstance(value, torch.Tensor)
+                or value.dim() != 2
+                or value.size(1) != width
+                or key == "prompt_ids"
+            ):
+                continue
+            if key == "prompt_mask" or value.size(0) != num_rows:
+                continue
+            if key not in fills:
+                raise RuntimeError(
+                    f"AMPOTrainer does not know how to fill the per-token field '{key}' for teacher rows. This TRL "
+                    "version is newer than the one ampo_trl supports; please report it."
+                )
+            if new_width > width:
+                extra = value.new_full((num_rows, new_width - width), fills[key])
+                output[key] = value = torch.cat([value, extra], dim=1)
+            for local_row, replacement in local_replacements.items():
+                length = len(replacement.candidate.completion_ids)
+                if key == "completion_ids":
+                    value[local_row] = fills[key]
+                    value[local_row, :length] = torch.tensor(replacement.candidate.completion_ids, device=device)
+                elif key == "completion_mask":
+                    value[local_row] = 0
+                    value[local_row, :length] = 1
+                else:
+                    value[local_row] = fills[key]
+        if "importance_sampling_ratio" in output and output["importance_sampling_ratio"].size(1) == 1:
+            for local_row in local_replacements:  # sequence-level vLLM correction: ratio 1 for teacher rows
+                output["importance_sampling_ratio"][local_row] = 1.0
+
+        is_teacher = torch.zeros(num_rows, dtype=torch.bool, device=device)
+        is_teacher[list(local_replacements)] = True
+        output["ampo_is_teacher"] = is_teacher
+
+        if "ref_per_token_logps" in output:
+            self._fill_reference_logps(output, is_teacher)
+
+        loss_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            loss_mask = loss_mask * output["tool_mask"]
+        teacher_tokens = (loss_mask * is_teacher.unsqueeze(1)).sum()
+        local_counts = torch.stack([loss_mask.sum() - teacher_tokens, loss_mask.sum()]).float()
+        on_policy_tokens, all_tokens = self.accelerator.gather(local_counts.unsqueeze(0)).sum(0)
+        if self.args.off_policy_aggregation == "sequence":
+            output["num_items_in_batch"] = on_policy_tokens
+            normalizer = float(num_rows * self.accelerator.num_processes)
+        else:
+            output["num_items_in_batch"] = all_tokens
+            normalizer = all_tokens.item()
+        output["ampo_off_policy_normalizer"] = torch.tensor(max(normalizer, 1.0), device=device)
+
+    @torch.no_grad()
+    def _fill_reference_logps(self, output, is_teacher):
+        """Reference log-probs of teacher tokens (beta != 0): one forward per process, a dummy row if it has none."""
+        rows = is_teacher.nonzero().flatten()
+        if rows.numel() == 0:  # still run one pass: under ZeRO-3 a forward is a collective
+            rows = torch.tensor([0], device=is_teacher.device)
+        input_ids = torch.cat([output["prompt_ids"][rows], output["completion_ids"][rows]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"][rows], output["completion_mask"][rows]], dim=1)
+        logits_to_keep = output["completion_ids"].size(1)
+        with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.ref_model is not None:
+                ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                    self.ref_model, input_ids, attention_mask, logits_to_keep
+                )
+            else:  # PEFT: the reference is the base model (adapter disabled), as in the parent
+                model = self.accelerator.unwrap_model(self.model)
+                with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+                    ref_logps, _, _ = self._get_per_token_logps_and_entropies(
+                        self.model, input_ids, attention_mask, logits_to_keep
+                    )
+        teacher_rows = is_teacher[rows]
+        output["ref_per_token_logps"][rows[teacher_rows]] = ref_logps[teacher_rows].to(
+            output["ref_per_token_logps"].dtype
+        )
+
+    # ---------------------------------------------------------------------------------------------------- loss side
+    def _compute_loss(self, model, inputs):
+        if "ampo_is_teacher" not in inputs:  # no teacher row anywhere in this generation batch: exactly GRPO
+            return super()._compute_loss(model, inputs)
+        is_teacher = inputs["ampo_is_teacher"]
+        on_policy_inputs = dict(inputs)
+        on_policy_only = (~is_teacher).unsqueeze(1).to(inputs["completion_mask"].dtype)
+        # The parent multiplies its loss mask by `tool_mask`: zeroing teacher rows there removes them from every
+        # on-policy term (ratio loss, KL, entropy bonus, clip metrics) while they stay in the single forward pass.
+        on_policy_inputs["tool_mask"] = inputs.get("tool_mask", torch.ones_like(on_policy_only)) * on_policy_only
+        with self._capture_forward() as captured:
+            on_policy_loss = super()._compute_loss(model, on_policy_inputs)
+
+        per_token_logps, entropies = captured["logps"], captured["entropies"]
+        mask = inputs["completion_mask"].to(per_token_logps.dtype)
+        per_token_loss = off_policy_per_token_loss(per_token_logps, inputs["advantages"], self.args.shaping_gamma)
+        if self.beta != 0.0:  # same k3 estimator as the parent, on the teacher rows
+            log_ratio = inputs["ref_per_token_logps"] - per_token_logps
+            per_token_loss = per_token_loss + self.beta * (torch.exp(log_ratio) - log_ratio - 1)
+        training = self.model.training
+        normalizer = micro_batch_normalizer(
+            inputs["ampo_off_policy_normalizer"],
+            self.accelerator.num_processes,
+            self.current_gradient_accumulation_steps if training else 1,
+            self.args.steps_per_generation,
+            training,
+        )
+        off_policy_loss = (
+            aggregate_off_policy_loss(per_token_loss, mask, is_teacher, self.args.off_policy_aggregation) / normalizer
+        )
+
+        teacher_mask = mask * is_teacher.unsqueeze(1)
+        with torch.no_grad():
+            stats = torch.stack(
+                [
+                    on_policy_loss.detach().float(),
+                    off_policy_loss.detach().float(),
+                    (torch.exp(per_token_logps) * teacher_mask).sum().float(),
+                    (entropies * teacher_mask).sum().float(),
+                    teacher_mask.sum().float(),
+                ]
+            )
+            totals = self.accelerator.reduce(stats, reduction="sum")  # same single reduce on every process
+        mode = "train" if training else "eval"
+        num_processes = self.accelerator.num_processes
+        self._metrics[mode]["ampo/on_policy_loss"].append(totals[0].item() / num_processes)
+        self._metrics[mode]["ampo/off_policy_loss"].append(totals[1].item() / num_processes)
+        if totals[4] > 0:
+            self._metrics[mode]["ampo/off_policy/prob_mean"].append((totals[2] / totals[4]).item())
+            self._metrics[mode]["ampo/off_policy/entropy"].append((totals[3] / totals[4]).item())
+        return on_policy_loss + off_policy_loss
+
+    @contextmanager
+    def _capture_forward(self):
+        """Record the (log-probs, entropies) of the parent's forward pass so the teacher loss can reuse it."""
+        captured = {}
+        original = self._get_per_token_logps_and_entropies
+
+        def capturing(*args, **kwargs):
+            logps, entropies, aux_loss = original(*args, **kwargs)
+            captured["logps"], captured["entropies"] = logps, entropies
+            return logps, entropies, aux_loss
+
+        self._get_per_token_logps_and_entropies = capturing
+        try:
+            yield captured
+        finally:
+            del self._get_per_token_logps_and_entropies  # back to the class method
+        if "logps" not in captured or captured["entropies"] is None:
+            raise RuntimeError(
+                "GRPOTrainer._compute_loss no longer computes log-probs and entropies through "
+                "_get_per_token_logps_and_entropies; this TRL version is not supported by ampo_trl."
+            )
+
+    # ------------------------------------------------------------------------------------------------ logging helpers
+    def _as_completion(self, prompt, text):
+        return [{"role": "assistant", "content": text}] if is_conversational({"prompt": prompt}) else text
+
+    def _log_sources(self, sources: list[str]):
+        self._logs["extra"]["source"].extend(sources)
+
+    def _patch_completion_logs(self, replacements, group_rows, new_rewards, advantages):
+        """Show teacher rows in the completions table with their text, re-scored rewards and new advantages."""
+        num_rows = new_rewards.size(0)
+        columns = [self._logs["completion"], self._logs["advantages"], *self._logs["rewards"].values()]
+        if any(len(column) < num_rows for column in columns):
+            return
+        completions = self._logs["completion"]
+        for replacement in replacements:
+            text = self._as_completion(group_rows[replacement.group]["prompt"], replacement.candidate.text)
+            completions[len(completions) - num_rows + replacement.row] = text
+        for i, name in enumerate(self.reward_func_names):
+            column = self._logs["rewards"][name]
+            for replacement in replacements:
+                column[len(column) - num_rows + replacement.row] = new_rewards[replacement.row, i].item()
+        logged_advantages = self._logs["advantages"]
+        for row, value in enumerate(advantages.tolist()):
+            logged_advantages[len(logged_advantages) - num_rows + row] = value
+
+    def _log_teacher_shares(self, replacements):
+        chosen = Counter(r.candidate.teacher for r in replacements)
+        for teacher in chosen:
+            self._teachers_seen.setdefault(teacher, None)
+        for teacher in self._teachers_seen:
+            # NaN (ignored when averaging) for batches without replacement: a share of nothing is undefined.
+            share = chosen[teacher] / len(replacements) if replacements else math.nan
+            self._metrics["train"][f"ampo/teacher_share/{teacher}"].append(share)
+
+    def _log_score_stats(self, scores, selected_scores):
+        metrics = self._metrics["train"]
+        for name, values in (("comprehension", scores), ("comprehension_selected", selected_scores)):
+            if values:
+                metrics[f"ampo/{name}/mean"].append(sum(values) / len(values))
+                metrics[f"ampo/{name}/min"].append(min(values))
+                metrics[f"ampo/{name}/max"].append(max(values))
+            else:
+                metrics[f"ampo/{name}/mean"].append(math.nan)
+
+    def _warn_about_skips(self, counts):
+        max_length = self.args.effective_max_teacher_length
+        messages = {
+            "skipped_too_long": f"teacher solutions longer than max_teacher_length={max_length} tokens are skipped "
+            "(never truncated); raise max_teacher_length or max_completion_length to use them",
+            "empty_pool_groups": "triggered groups had no usable teacher solution and stayed plain GRPO",
+            "skipped_empty_text": "teacher solutions with empty text are skipped",
+        }
+        for key, message in messages.items():
+            if counts[key] and key not in self._warned:
+                self._warned.add(key)
+                logger.warning("AMPO: %d %s (counted in the metric ampo/%s; warned once).", counts[key], message, key)
+
+
+def _format_score(text: str) -> float:
+    """1 iff exactly one <answer> and one </answer>, in that order (the paper's format reward)."""
+    opening, closing = text.count("<answer>"), text.count("</answer>")
+    return float(opening == 1 and closing == 1 and text.index("<answer>") < text.index("</answer>"))
+
+
+def _to_ampo_config(args: GRPOConfig) -> AMPOConfig:
+    """An AMPOConfig with AMPO's defaults and every GRPO setting of `args` (so GRPO notebooks run unchanged)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOConfig) if f.init}
+    values["steps_per_generation"] = None  # derived again from generation_batch_size by __post_init__
+    return AMPOConfig(**values)

@@ -1,0 +1,92 @@
+"""Helpers shared by the trainer tests: deterministic rewards, datasets with pools, trainer factories."""
+
+import re
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from ampo_trl import AMPOConfig, AMPOTrainer
+from ampo_trl.tiny import build_tiny_model_and_tokenizer
+
+
+def exact_answer_reward(completions, answer, **kwargs):
+    """1.0 iff the last <answer>...</answer> equals the gold string (fast, deterministic test reward)."""
+    rewards = []
+    for completion, gold in zip(completions, answer):
+        text = completion[0]["content"] if isinstance(completion, list) else completion
+        found = re.findall(r"<answer>(.*?)</answer>", text, flags=re.S)
+        rewards.append(1.0 if found and found[-1].strip() == str(gold).strip() else 0.0)
+    return rewards
+
+
+def always_correct_reward(completions, **kwargs):
+    return [1.0] * len(completions)
+
+
+def addition_rows(num_rows=8, conversational=True, pool=True):
+    rows = []
+    for i in range(num_rows):
+        a, b = i + 1, 2 * i + 3
+        question = f"What is {a}+{b}?"
+        row = {
+            "prompt": [{"role": "user", "content": question}] if conversational else question + "\n",
+            "answer": str(a + b),
+        }
+        if pool:
+            row["teacher_solutions"] = [
+                {"teacher": "terse", "text": f"<answer>{a + b}</answer>"},
+                {"teacher": "steps", "text": f"{a} plus {b} makes {a + b}. <answer>{a + b}</answer>"},
+                {"teacher": "verbose", "text": f"Add {a} and {b}. First {a}, then {b} more: {a + b}. <answer>{a + b}</answer>"},
+            ]
+        rows.append(row)
+    return rows
+
+
+def make_trainer(
+    tmp_path, trainer_class=AMPOTrainer, rows=None, reward_funcs=None, model_seed=0, model_path=None, **config_overrides
+):
+    """A trainer on the tiny in-memory model (fast to build), or on a saved one when `model_path` is given
+    (needed for beta > 0, where TRL loads the reference model from the path)."""
+    config_class = AMPOConfig if trainer_class is AMPOTrainer else GRPOConfig
+    settings = dict(
+        output_dir=str(tmp_path / trainer_class.__name__),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=16,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+        logging_steps=1,
+        gradient_checkpointing=False,
+        learning_rate=1e-3,
+    )
+    if trainer_class is AMPOTrainer:
+        settings["max_teacher_length"] = 96  # teacher rows wider than sampled completions: exercises re-padding
+    settings.update(config_overrides)
+    if model_path is not None:
+        from transformers import AutoTokenizer
+
+        model, tokenizer = model_path, AutoTokenizer.from_pretrained(model_path)
+    else:
+        model, tokenizer = build_tiny_model_and_tokenizer(seed=model_seed)
+    return trainer_class(
+        model=model,
+        reward_funcs=reward_funcs or [exact_answer_reward],
+        args=config_class(**settings),
+        train_dataset=Dataset.from_list(rows if rows is not None else addition_rows(8)),
+        processing_class=tokenizer,
+    )
+
+
+def generation_inputs(trainer, rows):
+    """The local generation batch the sampler would give: each row repeated num_generations times."""
+    return [dict(row) for row in rows for _ in range(trainer.num_generations)]
+
+
+def generate(trainer, rows, seed=0):
+    trainer.model.train()
+    torch.manual_seed(seed)
+    return trainer._generate_and_score_completions(generation_inputs(trainer, rows))

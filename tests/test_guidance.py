@@ -1,0 +1,148 @@
+"""Pure decision logic: triggers, row choice, ranking, comprehension score (no model involved)."""
+
+import math
+
+import pytest
+import torch
+
+from ampo_trl.guidance import (
+    choose_rows_to_replace,
+    comprehension_score,
+    correctness_mask,
+    group_seed,
+    make_generator,
+    rank_candidates,
+    requested_replacements,
+)
+
+G = 4
+
+
+def groups(*rows):
+    return torch.tensor([bool(x) for row in rows for x in row])
+
+
+def test_correctness_mask_threshold_and_nan():
+    rewards = torch.tensor([1.0, 0.9, float("nan"), 0.0, 1.2])
+    assert correctness_mask(rewards, 1.0).tolist() == [True, False, False, False, True]
+    assert correctness_mask(rewards, 0.9).tolist() == [True, True, False, False, True]
+
+
+def test_all_fail_triggers_only_groups_without_a_correct_row():
+    correct = groups([0, 0, 0, 0], [0, 1, 0, 0], [1, 1, 1, 1])
+    assert requested_replacements(correct, G, "all_fail", 2).tolist() == [2, 0, 0]
+
+
+def test_always_replaces_failed_rows_in_every_group_up_to_k():
+    correct = groups([0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1])
+    assert requested_replacements(correct, G, "always", 2).tolist() == [2, 1, 0]
+
+
+def test_never_requests_nothing():
+    correct = groups([0, 0, 0, 0], [0, 0, 0, 0])
+    assert requested_replacements(correct, G, "never", 2).tolist() == [0, 0]
+
+
+def test_hybrid_adds_random_groups_with_failures():
+    correct = groups([0, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1])
+    draws = torch.tensor([0.9, 0.1, 0.5, 0.0])
+    requested = requested_replacements(correct, G, "hybrid", 2, hybrid_draws=draws, hybrid_probability=0.3)
+    # group 0: all fail; group 1: draw 0.1 < 0.3; group 2: draw 0.5 >= 0.3; group 3: nothing failed
+    assert requested.tolist() == [2, 2, 0, 0]
+    with pytest.raises(ValueError, match="hybrid_draws"):
+        requested_replacements(correct, G, "hybrid", 2)
+
+
+def test_adaptive_k_aims_at_a_balanced_group():
+    correct = torch.tensor([False] * 8 + [True] + [False] * 7 + [True] * 3 + [False] * 5 + [True] * 4 + [False] * 4)
+    # c=0,f=8 -> 4 ; c=1,f=7 -> 3 ; c=3,f=5 -> 1 ; c=4 (not under half) -> 0
+    assert requested_replacements(correct, 8, "adaptive_k", 2).tolist() == [4, 3, 1, 0]
+
+
+def test_requested_replacements_rejects_partial_groups_and_unknown_trigger():
+    with pytest.raises(ValueError, match="whole groups"):
+        requested_replacements(torch.zeros(6, dtype=torch.bool), G, "all_fail", 2)
+    with pytest.raises(ValueError, match="Unknown guidance trigger"):
+        requested_replacements(torch.zeros(4, dtype=torch.bool), G, "sometimes", 2)
+
+
+def test_choose_rows_only_picks_failed_rows_and_is_seeded():
+    failed = torch.tensor([True, False, True, True, False, True, True, True])
+    picks = [tuple(choose_rows_to_replace(failed, 3, make_generator(seed))) for seed in range(50)]
+    for pick in picks:
+        assert len(set(pick)) == 3 and all(failed[i] for i in pick)
+    assert len(set(picks)) > 5  # uniform draws, not always the same rows
+    assert choose_rows_to_replace(failed, 3, make_generator(7)) == choose_rows_to_replace(failed, 3, make_generator(7))
+    with pytest.raises(ValueError, match="only 6 failed"):
+        choose_rows_to_replace(failed, 7, make_generator(0))
+
+
+def test_choose_rows_is_uniform_over_failed_rows():
+    failed = torch.tensor([True] * 8)
+    counts = torch.zeros(8)
+    for seed in range(2000):
+        for i in choose_rows_to_replace(failed, 2, make_generator(seed)):
+            counts[i] += 1
+    assert counts.sum() == 4000
+    assert (counts - 500).abs().max() < 100  # each row ~ 2000 * 2/8
+
+
+def test_group_seed_is_stable_and_distinguishes_parts():
+    assert group_seed(42, 3, 1, "prompt") == group_seed(42, 3, 1, "prompt")
+    assert group_seed(42, 3, 1, "prompt") != group_seed(42, 4, 1, "prompt")
+    assert group_seed(42, 3, 1, "prompt") != group_seed(42, 3, 1, "prompt!")
+    assert 0 <= group_seed("x") < 2**63
+    # fixed value: a change here would silently change every recorded run's decisions
+    assert group_seed(0, 0, 0, "") == 3420885547518144883
+
+
+def test_rank_comprehension_prefers_higher_score_then_shorter():
+    scores = [0.2, 0.9, 0.9, 0.5]
+    lengths = [10, 30, 20, 5]
+    assert rank_candidates("comprehension", lengths, scores) == [2, 1, 3, 0]
+
+
+def test_rank_comprehension_full_tie_keeps_pool_order():
+    assert rank_candidates("comprehension", [7, 7, 7], [0.3, 0.3, 0.3]) == [0, 1, 2]
+
+
+def test_rank_shortest_and_random():
+    assert rank_candidates("shortest", [9, 3, 3, 1]) == [3, 1, 2, 0]
+    first = rank_candidates("random", [1, 2, 3, 4, 5], generator=make_generator(1))
+    assert sorted(first) == [0, 1, 2, 3, 4]
+    assert first == rank_candidates("random", [1, 2, 3, 4, 5], generator=make_generator(1))
+    orders = {tuple(rank_candidates("random", [1, 2, 3, 4], generator=make_generator(s))) for s in range(30)}
+    assert len(orders) > 5
+
+
+def test_rank_rejects_missing_inputs():
+    with pytest.raises(ValueError, match="one score per candidate"):
+        rank_candidates("comprehension", [1, 2], [0.5])
+    with pytest.raises(ValueError, match="seeded generator"):
+        rank_candidates("random", [1, 2])
+    with pytest.raises(ValueError, match="Unknown guidance selection"):
+        rank_candidates("best", [1])
+
+
+def test_comprehension_score_geometric_and_arithmetic_means():
+    probabilities = torch.tensor([0.5, 0.125])
+    logps = probabilities.log()
+    assert comprehension_score(logps, "geometric") == pytest.approx(0.25)  # sqrt(0.5 * 0.125)
+    assert comprehension_score(logps, "arithmetic") == pytest.approx(0.3125)
+    assert comprehension_score(torch.tensor([]), "geometric") == 0.0
+
+
+def test_comprehension_score_format_mix_and_bf16_rounding():
+    logps = torch.tensor([math.log(0.3)])
+    assert comprehension_score(logps, "arithmetic", format_score=1.0, format_weight=0.1) == pytest.approx(
+        0.9 * 0.3 + 0.1
+    )
+    rounded = comprehension_score(logps, "arithmetic", round_to_bf16=True)
+    assert rounded != pytest.approx(0.3, abs=1e-6) and rounded == pytest.approx(0.3, abs=2e-3)
+    assert rounded == float(torch.tensor(0.3, dtype=torch.bfloat16).float())
+
+
+def test_comprehension_score_is_clipped_to_probability_range():
+    assert comprehension_score(torch.tensor([0.0, 0.0]), "geometric") == 1.0
+    with pytest.raises(ValueError, match="Unknown comprehension mean"):
+        comprehension_score(torch.tensor([0.0]), "median")

@@ -1,0 +1,311 @@
+"""AMPOTrainer wired into TRL: equivalence with GRPO, replacement, scoring, metrics, bad input."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from helpers import addition_rows, always_correct_reward, exact_answer_reward, generate, make_trainer
+from trl import GRPOConfig, GRPOTrainer
+
+from ampo_trl import AMPOConfig, AMPOTrainer
+from ampo_trl.advantages import compute_advantages
+from ampo_trl.guidance import comprehension_score
+from ampo_trl.pool import PoolFormatError
+from ampo_trl.tiny import build_tiny_model_and_tokenizer
+
+
+def _assert_batches_equal(first, second):
+    assert first.keys() == second.keys()
+    for key in first:
+        if isinstance(first[key], torch.Tensor):
+            torch.testing.assert_close(first[key], second[key], atol=0, rtol=0, msg=key)
+        else:
+            assert first[key] == second[key], key
+
+
+# ------------------------------------------------------------------------------------------- equivalence with GRPO
+
+
+@pytest.mark.parametrize("trigger, reward", [("never", exact_answer_reward), ("all_fail", always_correct_reward)])
+def test_without_replacement_the_batch_is_exactly_grpo(tmp_path, trigger, reward):
+    grpo = make_trainer(tmp_path, GRPOTrainer, reward_funcs=[reward])
+    ampo = make_trainer(tmp_path, reward_funcs=[reward], guidance_trigger=trigger)
+    rows = addition_rows(2)
+    _assert_batches_equal(generate(grpo, rows, seed=3), generate(ampo, rows, seed=3))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"scale_rewards": "group"},
+        {"scale_rewards": "batch"},
+        {"scale_rewards": "none"},
+        {"multi_objective_aggregation": "normalize_then_sum", "reward_weights": [0.9, 0.1]},
+        {"reward_weights": [0.9, 0.1]},
+    ],
+)
+def test_advantage_function_matches_trl(tmp_path, settings):
+    """Guards against TRL changing its advantage normalisation under us."""
+
+    def noisy_reward(completions, **kwargs):
+        return [float(len(c[0]["content"]) % 3) for c in completions]
+
+    grpo = make_trainer(tmp_path, GRPOTrainer, reward_funcs=[exact_answer_reward, noisy_reward], **settings)
+    captured = {}
+    original = grpo._calculate_rewards
+
+    def capture(*args, **kwargs):
+        captured["rewards"] = original(*args, **kwargs)
+        return captured["rewards"]
+
+    grpo._calculate_rewards = capture
+    batch = generate(grpo, addition_rows(4))
+    advantages, _ = compute_advantages(
+        captured["rewards"],
+        grpo.reward_weights,
+        grpo.num_generations,
+        scale_rewards=grpo.scale_rewards,
+        multi_objective_aggregation=grpo.multi_objective_aggregation,
+    )
+    torch.testing.assert_close(advantages, batch["advantages"], atol=0, rtol=0)
+
+
+def test_a_grpo_config_is_accepted_and_converted(tmp_path):
+    model, tokenizer = build_tiny_model_and_tokenizer()
+    args = GRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
+        report_to="none", use_cpu=True, generation_batch_size=16,
+    )
+    trainer = AMPOTrainer(
+        model=model, reward_funcs=exact_answer_reward, args=args,
+        train_dataset=Dataset.from_list(addition_rows(4)), processing_class=tokenizer,
+    )
+    assert isinstance(trainer.args, AMPOConfig)
+    assert trainer.args.guidance_trigger == "all_fail" and trainer.args.num_replacements == 2
+    assert trainer.args.generation_batch_size == 16 and trainer.args.steps_per_generation == 2
+
+
+# --------------------------------------------------------------------------------------------------- replacement
+
+
+@pytest.fixture(scope="module")
+def guided(tmp_path_factory):
+    trainer = make_trainer(tmp_path_factory.mktemp("guided"), guidance_trigger="all_fail", log_completions=True)
+    rows = addition_rows(2)
+    return trainer, rows, generate(trainer, rows)
+
+
+def test_triggered_groups_get_k_teacher_rows_with_teacher_tokens(guided):
+    trainer, rows, batch = guided
+    tokenizer = trainer.processing_class
+    teacher = batch["ampo_is_teacher"]
+    assert teacher.tolist().count(True) == 4  # k = 2 in each of the two all-fail groups
+    for group in range(2):
+        assert teacher[group * 4 : group * 4 + 4].sum() == 2
+        texts = {s["text"] for s in rows[group]["teacher_solutions"]}
+        for row in range(group * 4, group * 4 + 4):
+            if not teacher[row]:
+                continue
+            length = int(batch["completion_mask"][row].sum())
+            ids = batch["completion_ids"][row, :length].tolist()
+            assert ids[-1] == tokenizer.eos_token_id
+            assert tokenizer.decode(ids[:-1]) in texts
+            assert (batch["completion_ids"][row, length:] == tokenizer.pad_token_id).all()
+    assert batch["completion_ids"].size(1) > 16  # widened for teacher solutions longer than the sampled ones
+
+
+def test_teacher_rows_get_positive_and_failed_rows_negative_advantages(guided):
+    _, _, batch = guided
+    teacher = batch["ampo_is_teacher"]
+    assert (batch["advantages"][teacher] > 0).all()
+    assert (batch["advantages"][~teacher] < 0).all()
+
+
+def test_the_two_teachers_of_a_group_are_distinct_pool_entries(guided):
+    trainer, rows, batch = guided
+    tokenizer = trainer.processing_class
+    for group in range(2):
+        chosen = [
+            tokenizer.decode(batch["completion_ids"][r, : int(batch["completion_mask"][r].sum()) - 1])
+            for r in range(group * 4, group * 4 + 4)
+            if batch["ampo_is_teacher"][r]
+        ]
+        assert len(set(chosen)) == 2
+
+
+def test_completion_table_shows_teacher_rows(guided):
+    trainer, _, batch = guided
+    sources = list(trainer._logs["extra"]["source"])[-8:]
+    assert [s != "policy" for s in sources] == batch["ampo_is_teacher"].tolist()
+    assert set(sources) - {"policy"} <= {"terse", "steps", "verbose"}
+    completions = list(trainer._logs["completion"])[-8:]
+    for source, completion in zip(sources, completions):
+        if source != "policy":
+            assert "<answer>" in completion[0]["content"]
+    rewards = list(trainer._logs["rewards"]["exact_answer_reward"])[-8:]
+    assert [r == 1.0 for r in rewards] == [s != "policy" for s in sources]
+    torch.testing.assert_close(torch.tensor(list(trainer._logs["advantages"])[-8:]), batch["advantages"])
+
+
+def test_guidance_metrics_are_recorded(guided):
+    trainer, _, _ = guided
+    metrics = trainer._metrics["train"]
+    assert metrics["ampo/triggered_group_fraction"][-1] == 1.0
+    assert metrics["ampo/replaced_rows"][-1] == 4.0
+    assert metrics["ampo/all_fail_fraction"][-1] == 1.0
+    assert metrics["ampo/scoring_forwards"][-1] >= 1
+    shares = [metrics[f"ampo/teacher_share/{t}"][-1] for t in trainer._teachers_seen]
+    assert sum(shares) == pytest.approx(1.0)
+    assert 0 < metrics["ampo/comprehension/mean"][-1] < 1
+    assert metrics["ampo/teacher_incorrect_fraction"][-1] == 0.0
+
+
+def test_comprehension_selection_picks_the_best_understood_solutions(tmp_path):
+    trainer = make_trainer(tmp_path, guidance_trigger="all_fail", num_replacements=1)
+    rows = addition_rows(1)
+    batch = generate(trainer, rows)
+    tokenizer = trainer.processing_class
+    row = rows[0]
+    prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)[
+        "input_ids"
+    ]
+    scores = {}
+    for solution in row["teacher_solutions"]:
+        head = prompt_ids + tokenizer(solution["text"][: solution["text"].rfind("<answer>")] + "<answer>")["input_ids"]
+        gold = tokenizer(row["answer"])["input_ids"]
+        ids = torch.tensor([head + gold + tokenizer("</answer>")["input_ids"] + [tokenizer.eos_token_id]])
+        with torch.no_grad():
+            logits = trainer.model(input_ids=ids).logits[0].float()
+        logps = torch.log_softmax(logits, -1)
+        gold_logps = torch.stack([logps[len(head) + i - 1, t] for i, t in enumerate(gold)])
+        scores[solution["text"]] = comprehension_score(gold_logps)
+    chosen_row = batch["ampo_is_teacher"].nonzero().item()
+    length = int(batch["completion_mask"][chosen_row].sum())
+    chosen = tokenizer.decode(batch["completion_ids"][chosen_row, : length - 1])
+    assert chosen == max(scores, key=lambda text: (scores[text], -len(text)))
+    logged = trainer._metrics["train"]["ampo/comprehension_selected/mean"][-1]
+    assert logged == pytest.approx(scores[chosen], rel=1e-3)
+
+
+def test_shortest_selection_and_decisions_are_reproducible(tmp_path):
+    trainer = make_trainer(tmp_path, guidance_trigger="all_fail", guidance_selection="shortest", num_replacements=1)
+    first = generate(trainer, addition_rows(2))
+    tokenizer = trainer.processing_class
+    for row in first["ampo_is_teacher"].nonzero().flatten().tolist():
+        assert tokenizer.decode(first["completion_ids"][row, :4]).startswith("<answer>")  # the terse teacher
+    second = generate(trainer, addition_rows(2))  # same step, same prompts -> same rows replaced
+    assert first["ampo_is_teacher"].tolist() == second["ampo_is_teacher"].tolist()
+
+
+def test_token_budget_bounds_the_scoring_forwards(tmp_path):
+    small = make_trainer(tmp_path, comprehension_token_budget=1)
+    generate(small, addition_rows(2))
+    large = make_trainer(tmp_path, comprehension_token_budget=100_000)
+    generate(large, addition_rows(2))
+    assert large._metrics["train"]["ampo/scoring_forwards"][-1] == 1.0  # all 6 candidates in one pass
+    assert small._metrics["train"]["ampo/scoring_forwards"][-1] == 6.0  # one candidate per pass
+
+
+def test_plain_text_prompts_are_guided_too(tmp_path):
+    trainer = make_trainer(tmp_path, rows=addition_rows(4, conversational=False))
+    batch = generate(trainer, addition_rows(2, conversational=False))
+    assert batch["ampo_is_teacher"].sum() == 4
+    completions = list(trainer._logs["completion"])[-8:]
+    assert all(isinstance(c, str) for c in completions)
+
+
+def test_no_replacement_in_eval_mode(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.model.eval()
+    torch.manual_seed(0)
+    inputs = [dict(row) for row in addition_rows(2) for _ in range(4)]
+    batch = trainer._generate_and_score_completions(inputs)
+    assert "ampo_is_teacher" not in batch
+    assert list(trainer._logs["extra"]["source"])[-8:] == ["policy"] * 8
+
+
+def test_training_updates_parameters_and_logs_ampo_metrics(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    changed = [n for n, p in trainer.model.named_parameters() if not torch.equal(p.detach(), before[n])]
+    assert len(changed) == len(before)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        assert entry["ampo/replaced_rows"] > 0
+        assert "ampo/off_policy_loss" in entry and "ampo/on_policy_loss" in entry
+        assert 0 < entry["ampo/off_policy/prob_mean"] < 1
+        assert math.isfinite(entry["loss"])
+
+
+# ------------------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_pool_or_answer_column_fails_before_training(tmp_path):
+    with pytest.raises(ValueError, match="no column 'teacher_solutions'.*guidance_pool_column"):
+        make_trainer(tmp_path, rows=addition_rows(4, pool=False))
+    rows = [{k: v for k, v in row.items() if k != "answer"} for row in addition_rows(4)]
+    with pytest.raises(ValueError, match="no column 'answer'.*answer_column"):
+        make_trainer(tmp_path, rows=rows, reward_funcs=[always_correct_reward])
+    # plain GRPO needs neither
+    make_trainer(tmp_path, rows=addition_rows(4, pool=False), guidance_trigger="never")
+
+
+def test_malformed_pool_entry_names_row_and_entry(tmp_path):
+    rows = addition_rows(4)
+    rows[2]["teacher_solutions"] = [{"teacher": "a", "text": "<answer>1</answer>"}, {"teacher": "b", "body": "x"}]
+    with pytest.raises(PoolFormatError, match=r"row 2, column 'teacher_solutions', entry 1: no solution text"):
+        make_trainer(tmp_path, rows=rows)
+
+
+def test_empty_pools_and_overlong_solutions_are_counted_not_dropped_silently(tmp_path, caplog):
+    rows = addition_rows(2)
+    rows[0]["teacher_solutions"] = []
+    rows[1]["teacher_solutions"].append({"teacher": "essayist", "text": "x" * 500 + "<answer>9</answer>"})
+    with caplog.at_level("WARNING"):
+        trainer = make_trainer(tmp_path, rows=rows)
+        batch = generate(trainer, rows)
+    metrics = trainer._metrics["train"]
+    assert metrics["ampo/empty_pool_groups"][-1] == 1.0
+    assert metrics["ampo/skipped_too_long"][-1] == 1.0
+    assert batch["ampo_is_teacher"][:4].sum() == 0 and batch["ampo_is_teacher"][4:].sum() == 2
+    assert "empty guidance pool" in caplog.text and "max_teacher_length=96" in caplog.text
+
+
+def test_unknown_correctness_reward_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match="correctness_reward='accuracy'.*exact_answer_reward"):
+        make_trainer(tmp_path, correctness_reward="accuracy")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_replacements": 4}, "smaller than num_generations"),
+        ({"num_replacements": 0}, "num_replacements must be >= 1"),
+        ({"shaping_gamma": 0.0}, "shaping_gamma must be > 0"),
+        ({"guidance_trigger": "sometimes"}, "guidance_trigger must be one of"),
+        ({"guidance_selection": "best"}, "guidance_selection must be one of"),
+        ({"off_policy_aggregation": "row"}, "off_policy_aggregation must be one of"),
+        ({"comprehension_format_weight": 2.0}, "comprehension_format_weight"),
+        ({"teacher_reward_floor": 1.0, "multi_objective_aggregation": "normalize_then_sum"}, "teacher_reward_floor"),
+        ({"hybrid_trigger_probability": 1.5}, "hybrid_trigger_probability"),
+        ({"guidance_trigger": "hybrid", "hybrid_trigger_probability": 0.0}, "is 'all_fail'"),
+        ({"comprehension_token_budget": 0}, "comprehension_token_budget"),
+        ({"max_teacher_length": 0}, "max_teacher_length"),
+    ],
+)
+def test_config_rejects_contradictions_with_a_fix(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        AMPOConfig(
+            output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=4, use_cpu=True, **overrides
+        )
+
+
+def test_config_defaults_are_the_papers():
+    config = AMPOConfig(output_dir="unused", num_generations=8, per_device_train_batch_size=8, use_cpu=True)
+    assert (config.guidance_trigger, config.num_replacements, config.guidance_selection) == ("all_fail", 2, "comprehension")
+    assert (config.comprehension_mean, config.shaping_gamma, config.off_policy_aggregation) == ("geometric", 0.1, "sequence")
+    assert config.teacher_reward_floor is None and config.comprehension_format_weight == 0.0
+    assert config.effective_max_teacher_length == config.max_completion_length
