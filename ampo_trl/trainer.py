@@ -55,10 +55,10 @@ from .guidance import (
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
 from .pool import PoolFormatError, parse_pool
+from .rewards import POLICY_SOURCE, format_reward
 
 logger = logging.getLogger(__name__)
 
-POLICY_SOURCE = "policy"
 
 # Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each (see the spec, section 4).
 # `ref_per_token_logps` is recomputed for teacher rows; widening pads every field with the value given here.
@@ -415,7 +415,7 @@ class AMPOTrainer(GRPOTrainer):
                     self._tokenizer,
                     self._tokenizer.eos_token_id,
                 )
-                entries.append((g, index, sequence, _format_score(candidate.text)))
+                entries.append((g, index, sequence, format_reward([candidate.text])[0]))
         scorable = [i for i, entry in enumerate(entries) if entry[2] is not None]
         plan = plan_scoring_chunks(
             [len(entries[i][2].input_ids) for i in scorable],
@@ -701,12 +701,6 @@ class AMPOTrainer(GRPOTrainer):
             if counts[key] and key not in self._warned:
                 self._warned.add(key)
                 logger.warning("AMPO: %d %s (counted in the metric ampo/%s; warned once).", counts[key], message, key)
-
-
-def _format_score(text: str) -> float:
-    """1 iff exactly one <answer> and one </answer>, in that order (the paper's format reward)."""
-    opening, closing = text.count("<answer>"), text.count("</answer>")
-    return float(opening == 1 and closing == 1 and text.index("<answer>") < text.index("</answer>"))
 
 
 def _to_ampo_config(args: GRPOConfig) -> AMPOConfig:

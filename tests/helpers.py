@@ -4,7 +4,7 @@ import re
 
 import torch
 from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOConfig
 
 from ampo_trl import AMPOConfig, AMPOTrainer
 from ampo_trl.tiny import build_tiny_model_and_tokenizer
@@ -37,14 +37,23 @@ def addition_rows(num_rows=8, conversational=True, pool=True):
             row["teacher_solutions"] = [
                 {"teacher": "terse", "text": f"<answer>{a + b}</answer>"},
                 {"teacher": "steps", "text": f"{a} plus {b} makes {a + b}. <answer>{a + b}</answer>"},
-                {"teacher": "verbose", "text": f"Add {a} and {b}. First {a}, then {b} more: {a + b}. <answer>{a + b}</answer>"},
+                {
+                    "teacher": "verbose",
+                    "text": f"Add {a} and {b}. First {a}, then {b} more: {a + b}. <answer>{a + b}</answer>",
+                },
             ]
         rows.append(row)
     return rows
 
 
 def make_trainer(
-    tmp_path, trainer_class=AMPOTrainer, rows=None, reward_funcs=None, model_seed=0, model_path=None, **config_overrides
+    tmp_path,
+    trainer_class=AMPOTrainer,
+    rows=None,
+    reward_funcs=None,
+    model_seed=0,
+    model_path=None,
+    **config_overrides,
 ):
     """A trainer on the tiny in-memory model (fast to build), or on a saved one when `model_path` is given
     (needed for beta > 0, where TRL loads the reference model from the path)."""

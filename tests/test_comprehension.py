@@ -12,7 +12,10 @@ def tokenizer():
 
 
 def test_cut_at_last_answer_tag():
-    assert cut_at_last_answer_tag("think <answer>1</answer> again <answer>2</answer>") == "think <answer>1</answer> again "
+    assert (
+        cut_at_last_answer_tag("think <answer>1</answer> again <answer>2</answer>")
+        == "think <answer>1</answer> again "
+    )
     assert cut_at_last_answer_tag("no tag, \\boxed{3}") is None
 
 

@@ -105,7 +105,9 @@ def test_no_teacher_row_gives_exactly_the_grpo_loss_and_gradients(grpo_and_ampo)
     assert ampo_loss.item() == grpo_loss.item()
     _assert_same_grads(grpo_grads, ampo_grads, atol=0)
     # the AMPO code path itself (teacher marks present but all False) also reduces to GRPO
-    marked = dict(batch, ampo_is_teacher=torch.zeros(8, dtype=torch.bool), ampo_off_policy_normalizer=torch.tensor(8.0))
+    marked = dict(
+        batch, ampo_is_teacher=torch.zeros(8, dtype=torch.bool), ampo_off_policy_normalizer=torch.tensor(8.0)
+    )
     marked_loss, marked_grads = _loss_and_grads(ampo, marked)
     assert marked_loss.item() == pytest.approx(grpo_loss.item(), abs=1e-7)
     _assert_same_grads(grpo_grads, marked_grads)

@@ -74,12 +74,20 @@ def test_advantage_function_matches_trl(tmp_path, settings):
 def test_a_grpo_config_is_accepted_and_converted(tmp_path):
     model, tokenizer = build_tiny_model_and_tokenizer()
     args = GRPOConfig(
-        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=8,
-        report_to="none", use_cpu=True, generation_batch_size=16,
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        report_to="none",
+        use_cpu=True,
+        generation_batch_size=16,
     )
     trainer = AMPOTrainer(
-        model=model, reward_funcs=exact_answer_reward, args=args,
-        train_dataset=Dataset.from_list(addition_rows(4)), processing_class=tokenizer,
+        model=model,
+        reward_funcs=exact_answer_reward,
+        args=args,
+        train_dataset=Dataset.from_list(addition_rows(4)),
+        processing_class=tokenizer,
     )
     assert isinstance(trainer.args, AMPOConfig)
     assert trainer.args.guidance_trigger == "all_fail" and trainer.args.num_replacements == 2
@@ -167,9 +175,9 @@ def test_comprehension_selection_picks_the_best_understood_solutions(tmp_path):
     batch = generate(trainer, rows)
     tokenizer = trainer.processing_class
     row = rows[0]
-    prompt_ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)[
-        "input_ids"
-    ]
+    prompt_ids = tokenizer.apply_chat_template(
+        row["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     scores = {}
     for solution in row["teacher_solutions"]:
         head = prompt_ids + tokenizer(solution["text"][: solution["text"].rfind("<answer>")] + "<answer>")["input_ids"]
@@ -305,7 +313,15 @@ def test_config_rejects_contradictions_with_a_fix(tmp_path, overrides, message):
 
 def test_config_defaults_are_the_papers():
     config = AMPOConfig(output_dir="unused", num_generations=8, per_device_train_batch_size=8, use_cpu=True)
-    assert (config.guidance_trigger, config.num_replacements, config.guidance_selection) == ("all_fail", 2, "comprehension")
-    assert (config.comprehension_mean, config.shaping_gamma, config.off_policy_aggregation) == ("geometric", 0.1, "sequence")
+    assert (config.guidance_trigger, config.num_replacements, config.guidance_selection) == (
+        "all_fail",
+        2,
+        "comprehension",
+    )
+    assert (config.comprehension_mean, config.shaping_gamma, config.off_policy_aggregation) == (
+        "geometric",
+        0.1,
+        "sequence",
+    )
     assert config.teacher_reward_floor is None and config.comprehension_format_weight == 0.0
     assert config.effective_max_teacher_length == config.max_completion_length
