@@ -15,6 +15,7 @@ from trl import GRPOConfig
 GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k")
 GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
 COMPREHENSION_MEANS = ("geometric", "arithmetic")
+COMPREHENSION_BACKENDS = ("trainer", "vllm_server")
 OFF_POLICY_AGGREGATIONS = ("sequence", "token")
 
 
@@ -58,6 +59,8 @@ class AMPOConfig(GRPOConfig):
             (released code).
         comprehension_token_budget (`int`, defaults to `32768`): maximum padded tokens (rows × length) in one
             comprehension-scoring forward pass.
+        comprehension_backend (`str`, defaults to `"trainer"`): `"trainer"` (policy forward passes, sharded over
+            processes) or `"vllm_server"` (prompt log-probs from the vLLM server, main process then broadcast).
         max_teacher_length (`int` or `None`, defaults to `None` = `max_completion_length`): teacher solutions
             longer than this many tokens (EOS included) are skipped and counted, never truncated.
 
@@ -153,6 +156,15 @@ class AMPOConfig(GRPOConfig):
             "Bounds the memory of scoring; more candidates mean more forward passes, never bigger ones."
         },
     )
+    comprehension_backend: str = field(
+        default="trainer",
+        metadata={
+            "help": "Where comprehension scores are computed. 'trainer': no-grad forward passes of the policy, "
+            "sharded over processes. 'vllm_server': prompt log-probs from the vLLM server (use_vllm=True, "
+            "vllm_mode='server'), asked by the main process and broadcast, so the trainer runs no extra forward.",
+            "choices": list(COMPREHENSION_BACKENDS),
+        },
+    )
     max_teacher_length: int | None = field(
         default=None,
         metadata={
@@ -188,6 +200,7 @@ class AMPOConfig(GRPOConfig):
         self._check_choice("guidance_selection", GUIDANCE_SELECTIONS)
         self._check_choice("comprehension_mean", COMPREHENSION_MEANS)
         self._check_choice("off_policy_aggregation", OFF_POLICY_AGGREGATIONS)
+        self._check_choice("comprehension_backend", COMPREHENSION_BACKENDS)
         if self.guidance_trigger == "never":
             return
         if self.num_replacements < 1:
@@ -221,6 +234,11 @@ class AMPOConfig(GRPOConfig):
                 "teacher_reward_floor raises the weighted *total* reward of teacher rows, which only exists with "
                 "multi_objective_aggregation='sum_then_normalize'. Set teacher_reward_floor=None or use "
                 "multi_objective_aggregation='sum_then_normalize'."
+            )
+        if self.comprehension_backend == "vllm_server" and not (self.use_vllm and self.vllm_mode == "server"):
+            raise ValueError(
+                "comprehension_backend='vllm_server' scores on the vLLM server, which needs use_vllm=True and "
+                "vllm_mode='server'. Use comprehension_backend='trainer' otherwise."
             )
         if self.guidance_trigger == "hybrid" and self.hybrid_trigger_probability == 0.0:
             raise ValueError(

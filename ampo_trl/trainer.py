@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from accelerate.utils import gather_object
+from accelerate.utils import broadcast_object_list, gather_object
 from trl import GRPOConfig, GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
@@ -54,7 +54,7 @@ from .guidance import (
     requested_replacements,
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
-from .pool import PoolFormatError, parse_pool
+from .pool import PoolFormatError, parse_pool, validate_pool_dataset
 from .rewards import POLICY_SOURCE, format_reward
 
 logger = logging.getLogger(__name__)
@@ -146,6 +146,8 @@ class AMPOTrainer(GRPOTrainer):
         self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
         self._ampo_totals: Counter = Counter()
         self._warned: set[str] = set()
+        # Decisions of the latest generation batch (global row, group, teacher, score): identical on every process.
+        self.last_guidance: list[dict] = []
         if self._ampo_guidance_enabled:
             if self._is_vlm:
                 raise ValueError(
@@ -182,27 +184,14 @@ class AMPOTrainer(GRPOTrainer):
                 )
         if not hasattr(dataset, "__getitem__"):
             return
-        empty_pools, empty_answers = 0, 0
-        for row_index, (pool, answer) in enumerate(zip(dataset[pool_column], dataset[answer_column], strict=True)):
-            solutions = parse_pool(pool, row_index=row_index, column=pool_column)  # raises PoolFormatError
-            if not any(solution.text.strip() for solution in solutions):
-                empty_pools += 1
-            if answer is None or not str(answer).strip():
-                empty_answers += 1
-        if empty_pools:
+        # Fatal problems (unreadable pools, bad prompts) stop here with row, field and entry; the rest is counted.
+        report = validate_pool_dataset(dataset, pool_column=pool_column, answer_column=answer_column)
+        report.raise_if_fatal()
+        if report.num_warnings:
             logger.warning(
-                "%d of %d training rows have an empty guidance pool: their groups cannot be guided and are counted "
-                "in the metric ampo/empty_pool_groups when they trigger.",
-                empty_pools,
-                len(dataset),
-            )
-        if empty_answers and self.args.guidance_selection == "comprehension":
-            logger.warning(
-                "%d of %d training rows have an empty '%s': their teacher solutions score 0 in comprehension "
-                "selection (ties then go to the shortest solution).",
-                empty_answers,
-                len(dataset),
-                answer_column,
+                "%s\nRows with an empty guidance pool cannot be guided: they are counted in ampo/empty_pool_groups "
+                "when they trigger.",
+                report.summary(),
             )
 
     def _set_signature_columns_if_needed(self):
@@ -286,6 +275,9 @@ class AMPOTrainer(GRPOTrainer):
         self._log_score_stats(scores_seen, [r.score for r in replacements if r.score is not None])
         self._warn_about_skips(counts)
 
+        self.last_guidance = [
+            {"row": r.row, "group": r.group, "teacher": r.candidate.teacher, "score": r.score} for r in replacements
+        ]
         sources = [POLICY_SOURCE] * rewards_per_func.size(0)
         for replacement in replacements:
             sources[replacement.row] = replacement.candidate.teacher
@@ -417,33 +409,66 @@ class AMPOTrainer(GRPOTrainer):
                 )
                 entries.append((g, index, sequence, format_reward([candidate.text])[0]))
         scorable = [i for i, entry in enumerate(entries) if entry[2] is not None]
+        sequences = [entries[i][2] for i in scorable]
+        format_scores = [entries[i][3] for i in scorable]
+        if self.args.comprehension_backend == "vllm_server":
+            values = self._score_on_vllm_server(sequences, format_scores)
+        else:
+            values = self._score_with_trainer_forwards(sequences, format_scores, counts)
+        scores: dict[int, list[float]] = {g: [0.0] * len(candidates[g]) for g in groups}
+        for g, index, _, format_score in entries:
+            # Without an <answer> tag the gold cannot be placed: only the format term remains (0 by default).
+            scores[g][index] = self.args.comprehension_format_weight * format_score
+        for i, value in zip(scorable, values, strict=True):
+            g, index, _, _ = entries[i]
+            scores[g][index] = value
+        return scores
+
+    def _comprehension(self, answer_logps: torch.Tensor, format_score: float) -> float:
+        return comprehension_score(
+            answer_logps.float(),
+            mean=self.args.comprehension_mean,
+            format_score=format_score,
+            format_weight=self.args.comprehension_format_weight,
+            round_to_bf16=self.args.comprehension_round_to_bf16,
+        )
+
+    def _score_with_trainer_forwards(self, sequences, format_scores, counts) -> list[float]:
+        """Scores from the policy's own forward passes, planned over processes (see `plan_scoring_chunks`)."""
         plan = plan_scoring_chunks(
-            [len(entries[i][2].input_ids) for i in scorable],
-            self.accelerator.num_processes,
-            self.args.comprehension_token_budget,
+            [len(s.input_ids) for s in sequences], self.accelerator.num_processes, self.args.comprehension_token_budget
         )
         local_chunks = plan[self.accelerator.process_index]
-        local_scores = torch.zeros(len(entries), device=self.accelerator.device)
+        local_scores = torch.zeros(len(sequences), device=self.accelerator.device)
         for chunk in local_chunks:
-            sequences = [entries[scorable[i]][2] for i in chunk]
-            logps, offset = self._scoring_forward(sequences)
+            chunk_sequences = [sequences[i] for i in chunk]
+            logps, offset = self._scoring_forward(chunk_sequences)
             for row, i in enumerate(chunk):
-                sequence = sequences[row]
-                local_scores[scorable[i]] = comprehension_score(
-                    logps[row, sequence.answer_start - offset : sequence.answer_end - offset].float(),
-                    mean=self.args.comprehension_mean,
-                    format_score=entries[scorable[i]][3],
-                    format_weight=self.args.comprehension_format_weight,
-                    round_to_bf16=self.args.comprehension_round_to_bf16,
-                )
+                gold = logps[row, sequences[i].answer_start - offset : sequences[i].answer_end - offset]
+                local_scores[i] = self._comprehension(gold, format_scores[i])
         counts["scoring_forwards"] += len(local_chunks)
-        # Each entry is scored on exactly one process (zeros elsewhere), so a sum gives every process all scores.
-        all_scores = self.accelerator.reduce(local_scores, reduction="sum").tolist()
-        scores: dict[int, list[float]] = {g: [0.0] * len(candidates[g]) for g in groups}
-        for (g, index, sequence, format_score), score in zip(entries, all_scores, strict=True):
-            # Without an <answer> tag the gold cannot be placed: only the format term remains (0 by default).
-            scores[g][index] = score if sequence is not None else self.args.comprehension_format_weight * format_score
-        return scores
+        # Each sequence is scored on exactly one process (zeros elsewhere), so a sum gives every process all scores.
+        return self.accelerator.reduce(local_scores, reduction="sum").tolist()
+
+    def _score_on_vllm_server(self, sequences, format_scores) -> list[float]:
+        """Scores from the vLLM server's prompt log-probs: the main process asks, then broadcasts (no trainer forward).
+
+        The server holds the current policy weights: TRL syncs them before generating this very batch.
+        """
+        scores = [0.0] * len(sequences)
+        if self.accelerator.is_main_process and sequences:
+            result = self.vllm_generation.vllm_client.get_sequence_logprobs(
+                sequences=[s.input_ids for s in sequences],
+                prompt_lengths=[s.answer_start for s in sequences],
+                top_logprobs=1,  # the actual token's log-prob is always returned besides the top-k
+                temperature=self.temperature,
+            )
+            for i, (sequence, logprobs) in enumerate(zip(sequences, result["actual_logprobs"], strict=True)):
+                gold = torch.tensor(
+                    [position[0] for position in logprobs[: sequence.answer_end - sequence.answer_start]]
+                )
+                scores[i] = self._comprehension(gold, format_scores[i])
+        return broadcast_object_list([scores])[0]
 
     def _scoring_forward(self, sequences):
         """Per-token log-probs of right-padded `sequences`; column j scores token `offset + j`.

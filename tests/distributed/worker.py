@@ -1,0 +1,122 @@
+"""Training run launched by tests/test_distributed.py under `torchrun` (1 or 2 CPU processes, DDP or ZeRO-3).
+
+Writes, for every rank, the guidance decisions of every generation batch (`rank<r>.json`), and saves the final
+model from the main process, so the test can check that all ranks decided the same and that the result matches a
+single-process run on the same data. Generation is greedy and prompts have equal length (no padding), so runs with
+different process counts sample exactly the same completions.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from ampo_trl import AMPOConfig, AMPOTrainer
+from ampo_trl.tiny import build_tiny_model_and_tokenizer
+
+
+def solved_reward(completions, solved, answer, **kwargs):
+    """Deterministic outcome per prompt: groups of 'solved' prompts are all correct, the others fail unless the text
+    holds the right answer (only teacher rows do: the random tiny model never writes it)."""
+    texts = [completion[0]["content"] for completion in completions]
+    return [
+        1.0 if flag or f"<answer>{gold}</answer>" in text else 0.0 for flag, gold, text in zip(solved, answer, texts)
+    ]
+
+
+def rows(num_rows=12):
+    data = []
+    for i in range(num_rows):
+        a, b = 10 + i, 40 + 3 * i  # two-digit operands: every prompt has the same token length
+        answer = str(a + b)
+        styles = [
+            ("terse", f"<answer>{answer}</answer>"),
+            ("steps", f"{a} and {b} make {answer}. <answer>{answer}</answer>"),
+            ("verbose", f"Tens first, then units: {a}+{b} = {answer}. <answer>{answer}</answer>"),
+            ("check", f"Check: {answer}-{b} = {a}. <answer>{answer}</answer>"),
+        ]
+        pool_size = 1 + (i * 7) % 4  # pools of 1..4 solutions: uneven candidate counts across processes
+        data.append(
+            {
+                "prompt": [{"role": "user", "content": f"Add {a} and {b}."}],
+                "answer": answer,
+                "solved": i % 3 == 0,
+                "teacher_solutions": [{"teacher": t, "text": x} for t, x in styles[:pool_size]],
+            }
+        )
+    return data
+
+
+class RecordingTrainer(AMPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decision_log = []
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if self.model.training:
+            self.decision_log.append({"step": self.state.global_step, "guidance": self.last_guidance})
+        return output
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument("--backend", choices=["ddp", "zero3"], default="ddp")
+    parser.add_argument("--per-device-batch", type=int, default=2)
+    parser.add_argument("--grad-accum", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--trigger", default="all_fail")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    deepspeed = None
+    if args.backend == "zero3":
+        deepspeed = {
+            "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+            "train_micro_batch_size_per_gpu": "auto",
+            "gradient_accumulation_steps": "auto",
+            "train_batch_size": "auto",
+            "gradient_clipping": "auto",
+        }
+    model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
+    config = AMPOConfig(
+        output_dir=args.output_dir,
+        per_device_train_batch_size=args.per_device_batch,
+        gradient_accumulation_steps=args.grad_accum,
+        num_generations=4,
+        max_completion_length=12,
+        max_teacher_length=64,
+        max_steps=args.steps,
+        learning_rate=1e-3,
+        guidance_trigger=args.trigger,
+        generation_kwargs={"do_sample": False},
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        use_cpu=True,
+        bf16=False,
+        gradient_checkpointing=False,
+        seed=0,
+        deepspeed=deepspeed,
+    )
+    trainer = RecordingTrainer(
+        model=model,
+        reward_funcs=[solved_reward],
+        args=config,
+        train_dataset=Dataset.from_list(rows()),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    rank = trainer.accelerator.process_index
+    Path(args.output_dir, f"rank{rank}.json").write_text(
+        json.dumps({"decisions": trainer.decision_log, "world_size": trainer.accelerator.num_processes})
+    )
+    trainer.save_model(os.path.join(args.output_dir, "model"))
+
+
+if __name__ == "__main__":
+    main()
