@@ -53,11 +53,13 @@ def make_trainer(
     reward_funcs=None,
     model_seed=0,
     model_path=None,
+    peft_config=None,
     **config_overrides,
 ):
     """A trainer on the tiny in-memory model (fast to build), or on a saved one when `model_path` is given
     (needed for beta > 0, where TRL loads the reference model from the path)."""
-    config_class = AMPOConfig if trainer_class is AMPOTrainer else GRPOConfig
+    is_ampo = issubclass(trainer_class, AMPOTrainer)
+    config_class = AMPOConfig if is_ampo else GRPOConfig
     settings = dict(
         output_dir=str(tmp_path / trainer_class.__name__),
         per_device_train_batch_size=8,
@@ -72,7 +74,7 @@ def make_trainer(
         gradient_checkpointing=False,
         learning_rate=1e-3,
     )
-    if trainer_class is AMPOTrainer:
+    if is_ampo:
         settings["max_teacher_length"] = 96  # teacher rows wider than sampled completions: exercises re-padding
     settings.update(config_overrides)
     if model_path is not None:
@@ -87,6 +89,7 @@ def make_trainer(
         args=config_class(**settings),
         train_dataset=Dataset.from_list(rows if rows is not None else addition_rows(8)),
         processing_class=tokenizer,
+        peft_config=peft_config,
     )
 
 

@@ -81,3 +81,17 @@ def test_two_processes_agree_with_each_other_and_with_one_process(single_process
     assert expected.keys() == actual.keys()
     for name in expected:
         torch.testing.assert_close(actual[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_zero3_lora_with_reference_logps_and_always_trigger_does_not_hang(tmp_path):
+    # beta > 0 with a LoRA adapter: every process runs one reference forward (adapter disabled) for its teacher
+    # rows, a dummy row when it has none; 'always' guides more groups, with uneven teacher rows per process.
+    # (A separate reference *model* under ZeRO-3 fails in TRL 1.16 itself on CPU, before AMPO code runs: DeepSpeed
+    # sees world size 1 when TRL initialises the reference engine. It is covered on one process in test_loss.py.)
+    launch(
+        tmp_path, 2, "--backend=zero3", "--beta=0.05", "--lora", "--trigger=always",
+        "--per-device-batch=2", "--grad-accum=3",
+    )  # fmt: skip
+    rank0, rank1 = decisions(tmp_path, 0), decisions(tmp_path, 1)
+    assert rank0 == rank1
+    assert sum(len(batch["guidance"]) for batch in rank0) >= 6

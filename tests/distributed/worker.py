@@ -70,6 +70,11 @@ def main():
     parser.add_argument("--grad-accum", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--trigger", default="all_fail")
+    parser.add_argument(
+        "--beta", type=float, default=0.0, help="> 0 adds a reference model (forwards on teacher rows)"
+    )
+    parser.add_argument("--model-path", default=None, help="saved tiny model (beta > 0 without --lora)")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (reference = adapter disabled)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -82,7 +87,12 @@ def main():
             "train_batch_size": "auto",
             "gradient_clipping": "auto",
         }
-    model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
+    if args.model_path:
+        from transformers import AutoTokenizer
+
+        model, tokenizer = args.model_path, AutoTokenizer.from_pretrained(args.model_path)
+    else:
+        model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
     config = AMPOConfig(
         output_dir=args.output_dir,
         per_device_train_batch_size=args.per_device_batch,
@@ -93,6 +103,7 @@ def main():
         max_steps=args.steps,
         learning_rate=1e-3,
         guidance_trigger=args.trigger,
+        beta=args.beta,
         generation_kwargs={"do_sample": False},
         report_to="none",
         save_strategy="no",
@@ -103,8 +114,14 @@ def main():
         seed=0,
         deepspeed=deepspeed,
     )
+    peft_config = None
+    if args.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
     trainer = RecordingTrainer(
         model=model,
+        peft_config=peft_config,
         reward_funcs=[solved_reward],
         args=config,
         train_dataset=Dataset.from_list(rows()),
