@@ -103,7 +103,7 @@ def run_scenario(args) -> dict:
     else:
         reward_funcs, weights = [accuracy_reward, format_reward], [0.9, 0.1]
     if trainer_name == "ampo":
-        config = AMPOConfig(reward_weights=weights, **common)  # max_teacher_length = max_completion_length
+        config = AMPOConfig(reward_weights=weights, max_teacher_length=args.max_teacher_length, **common)
         trainer_class = AMPOTrainer
     else:
         config = GRPOConfig(reward_weights=weights, **common)
@@ -161,6 +161,13 @@ def main():
     parser.add_argument(
         "--teacher-tokens", type=int, default=32, help="approximate length of the longer teacher solutions"
     )
+    parser.add_argument(
+        "--max-teacher-length",
+        type=int,
+        default=None,
+        help="AMPO's max_teacher_length (default: max_completion_length); raise it with --teacher-tokens to measure "
+        "teacher solutions longer than the student's completions",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is available")
     parser.add_argument("--worker", choices=SCENARIOS, help=argparse.SUPPRESS)
@@ -177,6 +184,7 @@ def main():
         f"--num-generations={args.num_generations}",
         f"--max-completion-length={args.max_completion_length}",
         f"--teacher-tokens={args.teacher_tokens}",
+        *([f"--max-teacher-length={args.max_teacher_length}"] if args.max_teacher_length else []),
         f"--threads={args.threads}",
         *(["--cpu"] if args.cpu else []),
     ]

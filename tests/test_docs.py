@@ -1,0 +1,56 @@
+"""The documentation stays true: README commands, CI entry point, config reference, links."""
+
+import dataclasses
+import re
+from pathlib import Path
+
+from trl import GRPOConfig
+
+from ampo_trl import AMPOConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _first_screen_commands():
+    first_screen = (ROOT / "README.md").read_text().split("\n---\n")[0]
+    return re.findall(r"```bash\n(.*?)\n```", first_screen, flags=re.S)
+
+
+def test_readme_first_screen_has_exactly_two_single_line_commands():
+    commands = _first_screen_commands()
+    assert len(commands) == 2
+    assert all("\n" not in command for command in commands)
+    main_job, tests = commands
+    assert "scripts/train.py --config recipes/demo/ampo_cpu.yaml" in main_job
+    assert tests.endswith("pytest -q")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert _first_screen_commands()[1] in ci_lines
+
+
+def test_readme_commands_point_at_existing_files():
+    for command in _first_screen_commands():
+        for path in re.findall(r"(?:accelerate_configs|scripts|recipes)/[\w./-]+", command):
+            assert (ROOT / path).exists(), path
+
+
+def test_every_ampo_field_is_documented():
+    config_doc = (ROOT / "docs" / "config.md").read_text()
+    inherited = {field.name for field in dataclasses.fields(GRPOConfig)}
+    ampo_fields = [field for field in dataclasses.fields(AMPOConfig) if field.name not in inherited]
+    assert len(ampo_fields) >= 15
+    for field in ampo_fields:
+        assert f"`{field.name}`" in config_doc, f"docs/config.md does not document {field.name}"
+        assert field.metadata.get("help"), f"{field.name} has no help text"
+
+
+def test_relative_links_in_docs_resolve():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_changelog_has_an_unreleased_section():
+    assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()
