@@ -1,8 +1,9 @@
 r"""Evaluation with the AMPO paper's protocol (arXiv 2510.02227, spec section 3).
 
 Pipeline: load benchmark files -> group repeated rows by problem -> build chat prompts with the evaluation system
-prompt -> sample completions with a backend (vLLM on GPU, transformers ``generate`` anywhere) -> score them with the
-project's rewards (:mod:`ampo_trl.rewards`) -> metrics -> reports (JSON, Markdown, JSONL, PNG).
+prompt -> sample completions with a backend of :mod:`ampo_trl.generation` (vLLM on GPU, transformers ``generate``
+anywhere; shared with the pool builder and re-exported here) -> score them with the project's rewards
+(:mod:`ampo_trl.rewards`) -> metrics -> reports (JSON, Markdown, JSONL, PNG).
 
 Protocol defaults (paper): temperature 0.6, top_p 1.0, at most 8192 new tokens, and the system prompt
 :data:`SYSTEM_PROMPT` (``ampo_trl.pool.SYSTEM_PROMPT``) *replacing* any system message stored in the benchmark rows.
@@ -55,7 +56,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -63,6 +64,19 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .generation import (  # the generation backends, shared with the pool builder
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    Generation,
+    GenerationRequest,
+    SamplingSettings,
+    TransformersBackend,
+    VLLMBackend,
+    derive_seed,
+    make_backend,
+    render_prompt_ids,
+)
 from .pool import SYSTEM_PROMPT  # the paper's system prompt, shared with training and pool construction
 from .rewards import (
     extract_answer,
@@ -121,9 +135,6 @@ logger = logging.getLogger(__name__)
 # Protocol constants
 # ----------------------------------------------------------------------------------------------------------
 
-DEFAULT_TEMPERATURE = 0.6
-DEFAULT_TOP_P = 1.0
-DEFAULT_MAX_NEW_TOKENS = 8192
 DEFAULT_VERIFY_TIMEOUT = 5.0
 
 BENCHMARK_DIR_ENV_VAR = "AMPO_BENCHMARK_DIR"
@@ -670,436 +681,6 @@ def build_messages(messages: Sequence[Mapping[str, str]], system_prompt: str | N
     return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + kept
 
 
-def _render_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            f"The tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; the evaluation prompts "
-            "are chat messages. Use an instruct/chat checkpoint or pass --tokenizer with a chat template."
-        )
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Generation backends
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = DEFAULT_TOP_P
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    seed: int = 0
-
-
-@dataclass
-class GenerationRequest:
-    """One prompt (token ids, chat template applied) and how many samples to draw for it."""
-
-    prompt_ids: list[int]
-    num_samples: int = 1
-
-
-@dataclass
-class Generation:
-    """One sampled response: its text (special tokens removed), generated tokens (EOS included) and
-    ``finish_reason`` (``"stop"``: ended with EOS; ``"length"``: hit ``max_new_tokens``)."""
-
-    text: str
-    num_tokens: int
-    finish_reason: str
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids: list[int] = []
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for value in (configured, getattr(tokenizer, "eos_token_id", None)):
-        if value is None:
-            continue
-        for item in value if isinstance(value, (list, tuple)) else [value]:
-            if item is not None and int(item) not in ids:
-                ids.append(int(item))
-    if not ids:
-        raise ValueError("Neither the model's generation_config nor the tokenizer defines an EOS token id.")
-    return ids
-
-
-class TransformersBackend:
-    """Batched ``model.generate`` (CPU or GPU), left-padded, the paper's sampling settings made explicit.
-
-    ``model``: a path / hub id (loaded with ``AutoModelForCausalLM``) or a model object; ``tokenizer``: a
-    tokenizer or a path (default: the model's). Samples are ordered by prompt length and generated
-    ``batch_size`` sequences at a time. Only ``temperature`` / ``top_p`` shape the distribution: ``top_k`` is
-    disabled and ``repetition_penalty`` is 1, whatever the checkpoint's ``generation_config`` says (as in vLLM).
-    A pad token sampled by the model ends the response like an EOS. ``synced_gpus`` must be True when several
-    processes generate with a sharded model (DeepSpeed ZeRO-3, FSDP), so that they run forwards in lockstep.
-    """
-
-    name = "transformers"
-
-    def __init__(
-        self,
-        model: Any,
-        tokenizer: Any = None,
-        *,
-        batch_size: int = 8,
-        device: str | None = None,
-        dtype: str | None = None,
-        synced_gpus: bool = False,
-        progress: bool = True,
-        trust_remote_code: bool = False,
-    ):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-        self.model_name = model if isinstance(model, (str, os.PathLike)) else getattr(model, "name_or_path", "")
-        if isinstance(tokenizer, (str, os.PathLike)) or tokenizer is None:
-            tokenizer_source = tokenizer or (model if isinstance(model, (str, os.PathLike)) else None)
-            if tokenizer_source is None:
-                raise ValueError("Pass the tokenizer when the model is an object.")
-            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source), trust_remote_code=trust_remote_code)
-        self.tokenizer = tokenizer
-        if isinstance(model, (str, os.PathLike)):
-            device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-            if dtype in (None, "auto"):
-                torch_dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-            else:
-                torch_dtype = getattr(torch, str(dtype))
-            model = AutoModelForCausalLM.from_pretrained(
-                str(model), dtype=torch_dtype, trust_remote_code=trust_remote_code
-            )
-            model.to(device)
-            model.eval()
-        self.model = model
-        self.batch_size = batch_size
-        self.synced_gpus = synced_gpus
-        self.progress = progress
-        self.eos_ids = _eos_ids(model, tokenizer)
-        pad = getattr(tokenizer, "pad_token_id", None)
-        self.pad_id = int(pad) if pad is not None else self.eos_ids[0]
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "batch_size": self.batch_size,
-            "device": str(getattr(self.model, "device", "")),
-            "dtype": str(getattr(self.model, "dtype", "")),
-        }
-
-    def generate(self, requests: Sequence[GenerationRequest], settings: SamplingSettings) -> list[list[Generation]]:
-        import torch
-
-        items = [(r, s) for r, request in enumerate(requests) for s in range(request.num_samples)]
-        # Longest prompts first: similar lengths share a batch (less padding) and memory peaks early.
-        items.sort(key=lambda item: -len(requests[item[0]].prompt_ids))
-        results: list[list[Generation | None]] = [[None] * request.num_samples for request in requests]
-        batches = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
-        iterator: Iterable = batches
-        if self.progress and len(batches) > 1:
-            from tqdm.auto import tqdm
-
-            iterator = tqdm(batches, desc="generate", unit="batch")
-        device = self.model.device
-        devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            torch.manual_seed(settings.seed)
-            if devices:
-                torch.cuda.manual_seed(settings.seed)
-            for batch in iterator:
-                prompts = [requests[r].prompt_ids for r, _ in batch]
-                width = max(len(prompt) for prompt in prompts)
-                input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-                attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-                for row, prompt in enumerate(prompts):
-                    if prompt:
-                        input_ids[row, width - len(prompt) :] = torch.tensor(prompt, dtype=torch.long)
-                        attention_mask[row, width - len(prompt) :] = 1
-                sampling = settings.temperature > 0
-                kwargs: dict[str, Any] = dict(
-                    do_sample=sampling,
-                    max_new_tokens=settings.max_new_tokens,
-                    eos_token_id=self.eos_ids,
-                    pad_token_id=self.pad_id,
-                    num_beams=1,
-                    repetition_penalty=1.0,
-                    use_cache=True,
-                    synced_gpus=self.synced_gpus,
-                )
-                if sampling:
-                    kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-                output = self.model.generate(
-                    input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs
-                )
-                completions = output[:, width:].tolist()
-                for (r, s), tokens in zip(batch, completions):
-                    results[r][s] = self._to_generation(tokens)
-        return results  # type: ignore[return-value]
-
-    def _to_generation(self, tokens: list[int]) -> Generation:
-        stops = set(self.eos_ids) | {self.pad_id}
-        end = next((i for i, token in enumerate(tokens) if token in stops), None)
-        if end is None:
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            return Generation(text, len(tokens), "length")
-        return Generation(self.tokenizer.decode(tokens[:end], skip_special_tokens=True), end + 1, "stop")
-
-
-def _vllm_shard_worker(payload: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """Data-parallel worker (a fresh spawned process): its own GPUs, its own vLLM engine, one shard of requests."""
-    os.environ["CUDA_VISIBLE_DEVICES"] = payload["devices"]
-    backend = VLLMBackend(payload["model"], tokenizer=payload["tokenizer"], **payload["options"])
-    requests = [GenerationRequest(ids, n) for ids, n in payload["requests"]]
-    settings = SamplingSettings(**payload["settings"])
-    return [[dataclasses.asdict(g) for g in row] for row in backend.generate(requests, settings)]
-
-
-def _split_contiguous(sizes: Sequence[int], num_shards: int) -> list[tuple[int, int]]:
-    """Cut ``range(len(sizes))`` into ``num_shards`` contiguous [start, end) ranges of similar total size."""
-    total = sum(sizes)
-    bounds, start, acc = [], 0, 0
-    for shard in range(num_shards):
-        target = total * (shard + 1) / num_shards
-        end = start
-        while (
-            end < len(sizes)
-            and (acc + sizes[end] <= target or end == start)
-            and len(sizes) - end > num_shards - shard - 1
-        ):
-            acc += sizes[end]
-            end += 1
-        if shard == num_shards - 1:
-            while end < len(sizes):
-                acc += sizes[end]
-                end += 1
-        bounds.append((start, end))
-        start = end
-    return bounds
-
-
-class VLLMBackend:
-    """vLLM offline generation (GPU). ``vllm`` is imported only when an engine is built.
-
-    One request per problem with ``SamplingParams(n=num_samples, temperature, top_p, max_tokens)`` (prefix caching
-    shares the prompt). ``tensor_parallel_size`` splits one model over GPUs (vLLM's own option);
-    ``data_parallel_size = D`` runs D independent engines in spawned processes, each on its own
-    ``tensor_parallel_size`` GPUs (taken in order from ``CUDA_VISIBLE_DEVICES``, else 0..D*TP-1), each on a
-    contiguous shard of the requests; results are merged in request order.
-
-    For tests and custom engines: ``llm`` injects an object with ``generate(prompts, sampling_params, use_tqdm=...)``
-    returning vLLM-like outputs (``.outputs[j].text``, ``.token_ids``, ``.finish_reason``); ``sampling_params_class``
-    replaces ``vllm.SamplingParams``; ``shard_worker`` / ``executor_factory`` replace the data-parallel worker
-    function and the process pool.
-    """
-
-    name = "vllm"
-
-    def __init__(
-        self,
-        model: str,
-        tokenizer: Any = None,
-        *,
-        llm: Any = None,
-        sampling_params_class: Any = None,
-        tensor_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.9,
-        dtype: str = "auto",
-        max_model_len: int | None = None,
-        enable_prefix_caching: bool = True,
-        trust_remote_code: bool = False,
-        seed: int = 0,
-        llm_kwargs: Mapping[str, Any] | None = None,
-        shard_worker: Callable[[dict], list] | None = None,
-        executor_factory: Callable[[int], Any] | None = None,
-    ):
-        if tensor_parallel_size < 1 or data_parallel_size < 1:
-            raise ValueError("tensor_parallel_size and data_parallel_size must be >= 1.")
-        if llm is not None and data_parallel_size > 1:
-            raise ValueError("An injected `llm` is one engine: use data_parallel_size=1 with it.")
-        self.model_name = str(model)
-        self.tensor_parallel_size = tensor_parallel_size
-        self.data_parallel_size = data_parallel_size
-        self.seed = seed
-        self._sampling_params_class = sampling_params_class
-        self._shard_worker = shard_worker or _vllm_shard_worker
-        self._executor_factory = executor_factory
-        self._engine_options = dict(
-            tensor_parallel_size=tensor_parallel_size,
-            gpu_memory_utilization=gpu_memory_utilization,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enable_prefix_caching=enable_prefix_caching,
-            trust_remote_code=trust_remote_code,
-            seed=seed,
-            llm_kwargs=dict(llm_kwargs or {}),
-        )
-        self._tokenizer_source = tokenizer if isinstance(tokenizer, (str, os.PathLike)) else None
-        self.llm = llm
-        if self.llm is None and data_parallel_size == 1:
-            self.llm = self._build_engine()
-        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
-            if self.llm is not None and hasattr(self.llm, "get_tokenizer"):
-                tokenizer = self.llm.get_tokenizer()
-            else:
-                from transformers import AutoTokenizer
-
-                tokenizer = AutoTokenizer.from_pretrained(str(tokenizer or model), trust_remote_code=trust_remote_code)
-        self.tokenizer = tokenizer
-
-    def _build_engine(self):
-        try:
-            from vllm import LLM
-        except ImportError as error:
-            raise ImportError(
-                "The vLLM backend needs the `vllm` package and a GPU: `pip install 'ampo-trl[vllm]'`, or use "
-                "--backend transformers."
-            ) from error
-        options = self._engine_options
-        kwargs = dict(
-            model=self.model_name,
-            tokenizer=str(self._tokenizer_source or self.model_name),
-            tensor_parallel_size=options["tensor_parallel_size"],
-            gpu_memory_utilization=options["gpu_memory_utilization"],
-            dtype=options["dtype"],
-            enable_prefix_caching=options["enable_prefix_caching"],
-            trust_remote_code=options["trust_remote_code"],
-            seed=options["seed"],
-            **options["llm_kwargs"],
-        )
-        if options["max_model_len"]:
-            kwargs["max_model_len"] = options["max_model_len"]
-        return LLM(**kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "backend": self.name,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "data_parallel_size": self.data_parallel_size,
-            **{k: v for k, v in self._engine_options.items() if k not in ("tensor_parallel_size", "llm_kwargs")},
-            "llm_kwargs": {k: repr(v) for k, v in self._engine_options["llm_kwargs"].items()},
-        }
-
-    def _sampling_params(self, n: int, settings: SamplingSettings):
-        cls = self._sampling_params_class
-        if cls is None:
-            from vllm import SamplingParams as cls
-        return cls(
-            n=n,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_new_tokens,
-            repetition_penalty=1.0,
-        )
-
-    def generate(self, requests: Sequence[GenerationRequest], settings: SamplingSettings) -> list[list[Generation]]:
-        if not requests:
-            return []
-        if self.data_parallel_size > 1:
-            return self._generate_data_parallel(requests, settings)
-        prompts = [{"prompt_token_ids": list(request.prompt_ids)} for request in requests]
-        params = [self._sampling_params(request.num_samples, settings) for request in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
-        if len(outputs) != len(requests):
-            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts.")
-        results = []
-        for request, output in zip(requests, outputs):
-            samples = [
-                Generation(
-                    text=completion.text,
-                    num_tokens=len(completion.token_ids),
-                    finish_reason="length" if completion.finish_reason == "length" else "stop",
-                )
-                for completion in output.outputs
-            ]
-            if len(samples) != request.num_samples:
-                raise RuntimeError(f"vLLM returned {len(samples)} samples instead of {request.num_samples}.")
-            results.append(samples)
-        return results
-
-    def _devices(self) -> list[str]:
-        needed = self.data_parallel_size * self.tensor_parallel_size
-        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-        devices = visible or [str(i) for i in range(needed)]
-        if len(devices) < needed:
-            raise ValueError(
-                f"data_parallel_size={self.data_parallel_size} x tensor_parallel_size={self.tensor_parallel_size} "
-                f"needs {needed} GPUs but CUDA_VISIBLE_DEVICES lists {len(devices)}: {','.join(devices)}."
-            )
-        return devices
-
-    def _generate_data_parallel(self, requests, settings) -> list[list[Generation]]:
-        devices = self._devices()
-        bounds = _split_contiguous([r.num_samples for r in requests], self.data_parallel_size)
-        options = {k: v for k, v in self._engine_options.items()}
-        payloads = []
-        for shard, (start, end) in enumerate(bounds):
-            if start == end:
-                continue
-            tp = self.tensor_parallel_size
-            payloads.append(
-                (
-                    start,
-                    {
-                        "model": self.model_name,
-                        "tokenizer": str(self._tokenizer_source or self.model_name),
-                        "devices": ",".join(devices[shard * tp : (shard + 1) * tp]),
-                        "options": {**options, "seed": self.seed + shard},
-                        "requests": [(list(r.prompt_ids), r.num_samples) for r in requests[start:end]],
-                        "settings": dataclasses.asdict(settings),
-                    },
-                )
-            )
-        if self._executor_factory is not None:
-            executor = self._executor_factory(len(payloads))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            executor = ProcessPoolExecutor(len(payloads), mp_context=multiprocessing.get_context("spawn"))
-        results: list[list[Generation]] = [[] for _ in requests]
-        with executor:
-            futures = [(start, executor.submit(self._shard_worker, payload)) for start, payload in payloads]
-            for start, future in futures:
-                for offset, row in enumerate(future.result()):
-                    results[start + offset] = [Generation(**sample) for sample in row]
-        return results
-
-
-def make_backend(name: str, model: Any, tokenizer: Any = None, **options) -> TransformersBackend | VLLMBackend:
-    """``name``: ``"transformers"``, ``"vllm"`` or ``"auto"`` (vLLM when it is installed and a GPU is visible).
-    Options that the chosen backend does not take are ignored (so one CLI can pass both sets)."""
-    if name == "auto":
-        import importlib.util
-
-        import torch
-
-        name = "vllm" if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available() else "transformers"
-    if name == "transformers":
-        keys = ("batch_size", "device", "dtype", "synced_gpus", "progress", "trust_remote_code")
-        return TransformersBackend(
-            model, tokenizer, **{k: v for k, v in options.items() if k in keys and v is not None}
-        )
-    if name == "vllm":
-        keys = (
-            "llm",
-            "sampling_params_class",
-            "tensor_parallel_size",
-            "data_parallel_size",
-            "gpu_memory_utilization",
-            "dtype",
-            "max_model_len",
-            "enable_prefix_caching",
-            "trust_remote_code",
-            "seed",
-            "llm_kwargs",
-        )
-        return VLLMBackend(model, tokenizer, **{k: v for k, v in options.items() if k in keys and v is not None})
-    raise ValueError(f"Unknown backend {name!r}; use 'vllm', 'transformers' or 'auto'.")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Scoring and metrics
 # ----------------------------------------------------------------------------------------------------------
@@ -1252,7 +833,11 @@ class EvalSettings:
 
     num_samples: samples per benchmark row (problem i gets ``num_samples * repeats_i`` samples when
     ``expand_repeats``, else ``num_samples``); pass_k: the k list (None: 1, 2, 4, ..., n per benchmark);
-    system_prompt: replaces stored system prompts (None keeps them; "" removes them).
+    system_prompt: replaces stored system prompts (None keeps them; "" removes them); seed_per_problem: seed each
+    problem's samples with ``derive_seed(seed, problem_id)`` (the pool builder's per-question seeding: samples do not
+    depend on batching, on the other problems or on the vLLM data-parallel layout; the transformers backend then
+    generates each problem on its own, slower when problems have few samples). Default: one seed per generation
+    call (transformers batches samples of different problems together; vLLM uses its engine seed).
     """
 
     num_samples: int = 1
@@ -1264,6 +849,7 @@ class EvalSettings:
     pass_k: list[int] | None = None
     expand_repeats: bool = True
     verify_timeout: float = DEFAULT_VERIFY_TIMEOUT
+    seed_per_problem: bool = False
 
     def __post_init__(self):
         if self.num_samples < 1:
@@ -1393,8 +979,9 @@ def evaluate(
     replaced = sum(any(m.get("role") == "system" for m in p.messages) for p in problems)
     requests = [
         GenerationRequest(
-            _render_prompt_ids(backend.tokenizer, build_messages(problem.messages, settings.system_prompt)),
+            render_prompt_ids(backend.tokenizer, build_messages(problem.messages, settings.system_prompt)),
             settings.samples_for(problem),
+            derive_seed(settings.seed, problem.problem_id) if settings.seed_per_problem else None,
         )
         for problem in problems
     ]
@@ -1870,7 +1457,7 @@ class AMPOEvalCallback(TrainerCallback):
             for index, _ in shard:
                 if index not in prompt_ids:
                     messages = build_messages(problems[index].messages, settings.system_prompt)
-                    prompt_ids[index] = _render_prompt_ids(tokenizer, messages)
+                    prompt_ids[index] = render_prompt_ids(tokenizer, messages)
             requests = [GenerationRequest(prompt_ids[index], 1) for index, _ in shard]
             sampling = dataclasses.replace(settings.sampling(), seed=settings.seed + 1_000_003 * rank)
             generations = [row[0] for row in backend.generate(requests, sampling)] if requests else []

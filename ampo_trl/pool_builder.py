@@ -9,8 +9,10 @@ Pipeline, one teacher at a time:
    skipped and duplicates merged; both are counted.
 2. **Generation**: every teacher samples ``n`` solutions per question with the spec's system prompt
    (`ampo_trl.pool.SYSTEM_PROMPT`, per-teacher override), its own chat template and ``chat_template_kwargs``
-   (e.g. Qwen3's ``enable_thinking``). Backends: ``"vllm"`` (GPU; `VLLMGenerator`, vLLM imported lazily),
-   ``"transformers"`` (CPU or GPU, slow; `TransformersGenerator`) or any callable ``make(teacher) -> generator``.
+   (e.g. Qwen3's ``enable_thinking``), and a per-question seed (`derive_seed`). Backends: ``"vllm"`` (GPU;
+   `VLLMGenerator`, vLLM imported lazily), ``"transformers"`` (CPU or GPU, slow; `TransformersGenerator`), both thin
+   layers over the backends of `ampo_trl.generation` that the evaluation uses too, or any callable
+   ``make(teacher) -> generator``.
    Templates that end the prompt with an opened ``<think>`` (DeepSeek-R1-Distill) get that opening prepended to the
    completion, so the stored text is complete.
 3. **Normalisation** (`ampo_trl.pool.normalize_solution`): ``<think>…</think>`` + ``\\boxed{x}`` outputs get
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import hashlib
 import json
 import logging
@@ -52,6 +53,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .generation import Generation as Completion  # per sample: text, num_tokens, finish_reason (None if unknown)
+from .generation import (
+    GenerationRequest,
+    SamplingSettings,
+    TransformersBackend,
+    VLLMBackend,
+    derive_seed,
+    prompt_token_ids,
+    render_prompt,
+)
 from .pool import (
     SYSTEM_PROMPT,
     answer_format_ok,
@@ -334,13 +345,9 @@ def load_teachers_file(path: str | os.PathLike, defaults: dict[str, Any] | None 
 
 
 # ------------------------------------------------------------------------------------------------------ generators
-@dataclass
-class Completion:
-    """One sample: its text, the number of generated tokens and why generation stopped (``"stop"``/``"length"``)."""
-
-    text: str
-    num_tokens: int | None = None
-    finish_reason: str | None = None
+# The backends themselves are `ampo_trl.generation`'s, shared with the evaluation; this layer turns a teacher and
+# its questions into requests (teacher prompt, chat-template kwargs, per-question seed) and the samples back into
+# `Completion` s (= `ampo_trl.generation.Generation`).
 
 
 class TeacherGenerator(Protocol):
@@ -353,12 +360,6 @@ class TeacherGenerator(Protocol):
     def close(self) -> None: ...
 
 
-def derive_seed(seed: int, question: Question | str) -> int:
-    """A per-question seed, so samples do not depend on how questions fall into chunks."""
-    key = question.id if isinstance(question, Question) else question
-    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16)
-
-
 def open_think_prefix(prompt_text: str) -> str:
     """``"<think>\\n"`` or ``"<think>"`` when a templated prompt ends inside an opened thinking block, else ``""``."""
     stripped = prompt_text.rstrip(" ")
@@ -368,17 +369,45 @@ def open_think_prefix(prompt_text: str) -> str:
     return ""
 
 
-def _apply_template(tokenizer, messages: list[dict], teacher: TeacherSpec) -> str:
-    if getattr(tokenizer, "chat_template", None) is None and not hasattr(tokenizer, "apply_chat_template"):
-        raise ValueError(f"teacher {teacher.name!r}: its tokenizer has no chat template.")
-    return tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True, **teacher.chat_template_kwargs
-    )
+class BackendGenerator:
+    """A `TeacherGenerator` on a shared backend (`ampo_trl.generation`): the teacher's chat template and
+    ``chat_template_kwargs``, a per-question seed (``derive_seed(teacher.seed, question.id)``, so samples do not depend
+    on chunking), the teacher's sampling settings, and an opened ``<think>`` of the prompt put back in front of
+    the text."""
+
+    def __init__(self, teacher: TeacherSpec, backend: Any):
+        self.teacher = teacher
+        self.backend = backend
+        self.tokenizer = backend.tokenizer
+        self.sampling = SamplingSettings(
+            temperature=teacher.temperature,
+            top_p=teacher.top_p,
+            max_new_tokens=teacher.max_tokens,
+            seed=teacher.seed,
+            top_k=teacher.top_k,
+        )
+
+    def generate(self, messages, questions, n):
+        requests, prefixes = [], []
+        for message_list, question in zip(messages, questions):
+            prompt = render_prompt(self.tokenizer, message_list, self.teacher.chat_template_kwargs)
+            prefixes.append(open_think_prefix(prompt))
+            ids = prompt_token_ids(self.tokenizer, prompt)
+            requests.append(GenerationRequest(ids, n, seed=derive_seed(self.teacher.seed, question)))
+        outputs = self.backend.generate(requests, self.sampling)
+        return [
+            [dataclasses.replace(sample, text=prefix + sample.text) for sample in samples]
+            for prefix, samples in zip(prefixes, outputs)
+        ]
+
+    def close(self):
+        self.backend.close()
 
 
-class VLLMGenerator:
-    """vLLM backend (GPU). ``llm_factory`` (default ``vllm.LLM``) and ``sampling_params_factory`` (default
-    ``vllm.SamplingParams``) can be injected; vLLM is imported only when one of them is not given."""
+class VLLMGenerator(BackendGenerator):
+    """vLLM backend (GPU): `ampo_trl.generation.VLLMBackend` with the teacher's ``llm_kwargs``. ``llm_factory``
+    (default ``vllm.LLM``) and ``sampling_params_factory`` (default ``vllm.SamplingParams``) can be injected; vLLM is
+    imported only when one of them is not given."""
 
     def __init__(
         self,
@@ -386,135 +415,36 @@ class VLLMGenerator:
         llm_factory: Callable[..., Any] | None = None,
         sampling_params_factory: Callable[..., Any] | None = None,
     ):
-        if llm_factory is None or sampling_params_factory is None:
-            try:
-                import vllm
-            except ImportError as error:
-                raise ImportError(
-                    "backend='vllm' needs vLLM and a GPU: pip install 'ampo-trl[vllm]'. Without a GPU use "
-                    "--backend transformers."
-                ) from error
-            llm_factory = llm_factory or vllm.LLM
-            sampling_params_factory = sampling_params_factory or vllm.SamplingParams
-        self.teacher = teacher
-        self.sampling_params_factory = sampling_params_factory
-        kwargs = {"model": teacher.model, "seed": teacher.seed, **teacher.llm_kwargs}
-        if teacher.tokenizer:
-            kwargs["tokenizer"] = teacher.tokenizer
-        self.llm = llm_factory(**kwargs)
-        self.tokenizer = self.llm.get_tokenizer()
-
-    def sampling_params(self, question: Question, n: int):
-        teacher = self.teacher
-        kwargs = dict(
-            n=n,
-            temperature=teacher.temperature,
-            top_p=teacher.top_p,
-            max_tokens=teacher.max_tokens,
-            seed=derive_seed(teacher.seed, question),
+        backend = VLLMBackend(
+            teacher.model,
+            teacher.tokenizer,
+            llm_factory=llm_factory,
+            sampling_params_class=sampling_params_factory,
+            seed=teacher.seed,
+            llm_kwargs=teacher.llm_kwargs,
+            progress=False,
         )
-        if teacher.top_k is not None:
-            kwargs["top_k"] = teacher.top_k
-        return self.sampling_params_factory(**kwargs)
-
-    def generate(self, messages, questions, n):
-        prompts = [_apply_template(self.tokenizer, m, self.teacher) for m in messages]
-        params = [self.sampling_params(q, n) for q in questions]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = []
-        for prompt, output in zip(prompts, outputs):
-            prefix = open_think_prefix(prompt)
-            results.append(
-                [
-                    Completion(
-                        text=prefix + sample.text,
-                        num_tokens=len(sample.token_ids) if getattr(sample, "token_ids", None) is not None else None,
-                        finish_reason=getattr(sample, "finish_reason", None),
-                    )
-                    for sample in output.outputs
-                ]
-            )
-        return results
-
-    def close(self):
-        self.llm = None
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:  # pragma: no cover
-            pass
+        super().__init__(teacher, backend)
 
 
-class TransformersGenerator:
-    """transformers backend: ``model.generate`` one question at a time (``n`` return sequences, a per-question seed),
-    on ``device`` (default CPU). Slow; meant for tests and small models."""
+class TransformersGenerator(BackendGenerator):
+    """transformers backend: `ampo_trl.generation.TransformersBackend` on ``device`` (default CPU), the teacher's
+    ``llm_kwargs`` passed to ``from_pretrained``; each question's ``n`` samples in ``generate`` calls of at most
+    ``batch_size`` sequences (default ``n``: one call per question). Slow; meant for tests and small models."""
 
-    def __init__(self, teacher: TeacherSpec, device: str = "cpu", dtype: str | None = None):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.teacher = teacher
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(teacher.tokenizer or teacher.model)
-        kwargs = dict(teacher.llm_kwargs)
-        if dtype is not None:
-            kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) and dtype != "auto" else dtype
-        self.model = AutoModelForCausalLM.from_pretrained(teacher.model, **kwargs).to(device).eval()
-        self.device = device
-        self.eos_ids = self._eos_ids()
-
-    def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = list(ids) if isinstance(ids, (list, tuple)) else ([] if ids is None else [ids])
-        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
-            ids.append(self.tokenizer.eos_token_id)
-        return ids
-
-    def generate(self, messages, questions, n):
-        torch, teacher = self.torch, self.teacher
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
-        results = []
-        for message_list, question in zip(messages, questions):
-            prompt = _apply_template(self.tokenizer, message_list, teacher)
-            prefix = open_think_prefix(prompt)
-            inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(self.device)
-            sampling = teacher.temperature > 0
-            kwargs = dict(
-                max_new_tokens=teacher.max_tokens,
-                num_return_sequences=n,
-                do_sample=sampling,
-                eos_token_id=self.eos_ids,
-                pad_token_id=pad_id,
-            )
-            if sampling:
-                kwargs.update(temperature=teacher.temperature, top_p=teacher.top_p)
-                if teacher.top_k is not None:
-                    kwargs["top_k"] = teacher.top_k
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(teacher.seed, question))
-                with torch.no_grad():
-                    output = self.model.generate(**inputs, **kwargs)
-            samples = []
-            for sequence in output[:, inputs["input_ids"].shape[1] :].tolist():
-                stop = next((i for i, token in enumerate(sequence) if token in self.eos_ids), None)
-                tokens = sequence if stop is None else sequence[:stop]
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                samples.append(
-                    Completion(
-                        text=prefix + text,
-                        num_tokens=len(tokens) + (stop is not None),
-                        finish_reason="length" if stop is None else "stop",
-                    )
-                )
-            results.append(samples)
-        return results
-
-    def close(self):
-        self.model = None
-        gc.collect()
+    def __init__(
+        self, teacher: TeacherSpec, device: str = "cpu", dtype: str | None = None, batch_size: int | None = None
+    ):
+        backend = TransformersBackend(
+            teacher.model,
+            teacher.tokenizer or teacher.model,
+            batch_size=batch_size or teacher.n,
+            device=device,
+            dtype=dtype,
+            progress=False,
+            model_kwargs=teacher.llm_kwargs,
+        )
+        super().__init__(teacher, backend)
 
 
 def make_generator_factory(backend, backend_options: dict[str, Any] | None = None) -> Callable[[TeacherSpec], Any]:

@@ -292,6 +292,10 @@ def test_command_line_builds_validates_and_exports_sft(tmp_path, capsys):
 
 
 class FakeTokenizer:
+    """One token per character; records the chat-template kwargs it was given."""
+
+    chat_template = "<role>content..."
+
     def __init__(self, ends_in_think):
         self.ends_in_think, self.calls = ends_in_think, []
 
@@ -300,6 +304,10 @@ class FakeTokenizer:
         assert tokenize is False and add_generation_prompt is True
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
         return text + ("<think>\n" if self.ends_in_think else "")
+
+    def __call__(self, text, add_special_tokens):
+        assert add_special_tokens is False  # the template wrote the whole prompt
+        return {"input_ids": [ord(c) for c in text]}
 
 
 class FakeLLM:
@@ -316,6 +324,7 @@ class FakeLLM:
         return self.tokenizer
 
     def generate(self, prompts, params, use_tqdm):
+        prompts = ["".join(map(chr, prompt["prompt_token_ids"])) for prompt in prompts]  # token ids, not text
         self.prompts, self.params = prompts, params
         answer = {"What is 2+3?": "5", "What is 7*6?": "42"}
         outputs = []
@@ -353,8 +362,9 @@ def test_vllm_path_with_a_stand_in_llm(tmp_path):
     assert first.kwargs == {"model": "org/distill-7b", "seed": 3, "tensor_parallel_size": 2}
     assert first.tokenizer.calls == [{}, {}] and second.tokenizer.calls == [{"enable_thinking": True}] * 2
     assert [p.kwargs for p in first.params] == [
-        {"n": 2, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "seed": derive_seed(3, q)} for q in questions
-    ]
+        {"n": 2, "temperature": 0.6, "top_p": 0.95, "max_tokens": 64, "repetition_penalty": 1.0,
+         "seed": derive_seed(3, q)} for q in questions
+    ]  # fmt: skip
     assert second.params[0].kwargs["top_k"] == 20 and "top_k" not in first.params[0].kwargs
     assert first.prompts[0].startswith(f"<system>{SYSTEM_PROMPT}<user>What is 2+3?")
     pools = pool_by_answer(result.dataset)

@@ -13,10 +13,8 @@ import signal
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -25,10 +23,6 @@ from ampo_trl.evaluation import (
     AMPOEvalCallback,
     EvalSettings,
     Generation,
-    GenerationRequest,
-    SamplingSettings,
-    TransformersBackend,
-    VLLMBackend,
     benchmark_metrics,
     canonical_benchmark,
     load_benchmark,
@@ -498,119 +492,26 @@ def assert_png_has_content(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Backends
+# Backends: ampo_trl.generation (tested in test_generation.py), re-exported here
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_transformers_backend_left_padding_batched_equals_single(tiny_model_and_tokenizer):
-    model, tokenizer = tiny_model_and_tokenizer
-    prompts = [
-        ev._render_prompt_ids(tokenizer, [{"role": "user", "content": "What is 2+2?"}]),
-        ev._render_prompt_ids(tokenizer, [{"role": "user", "content": "A much longer question about numbers?"}]),
-    ]
-    requests = [GenerationRequest(ids, 1) for ids in prompts]
-    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12)
-    batched = TransformersBackend(model, tokenizer, batch_size=2, progress=False).generate(requests, greedy)
-    single = TransformersBackend(model, tokenizer, batch_size=1, progress=False).generate(requests, greedy)
-    assert [[g.text for g in row] for row in batched] == [[g.text for g in row] for row in single]
-    assert all(g.num_tokens <= 12 for row in batched for g in row)
-    sampled = TransformersBackend(model, tokenizer, batch_size=4, progress=False)
-    first = sampled.generate([GenerationRequest(prompts[0], 3)], SamplingSettings(max_new_tokens=8, seed=1))
-    again = sampled.generate([GenerationRequest(prompts[0], 3)], SamplingSettings(max_new_tokens=8, seed=1))
-    assert len(first[0]) == 3 and [g.text for g in first[0]] == [g.text for g in again[0]]  # seeded
+def test_backends_are_the_shared_ones_and_seed_per_problem(benchmark_dir, tokenizer):
+    from ampo_trl import generation
 
-
-def test_transformers_backend_end_of_response(tiny_model_and_tokenizer):
-    model, tokenizer = tiny_model_and_tokenizer
-    backend = TransformersBackend(model, tokenizer, progress=False)
-    a, b = tokenizer.encode("ab")
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    assert backend._to_generation([a, b, eos, pad, pad]) == Generation("ab", 3, "stop")
-    assert backend._to_generation([a, pad, pad]) == Generation("a", 2, "stop")  # a sampled pad ends it like EOS
-    assert backend._to_generation([a, b, a]) == Generation("aba", 3, "length")
-
-
-class FakeSamplingParams:
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
-
-
-class FakeLLM:
-    """Stands in for vllm.LLM: records calls and returns vLLM-shaped outputs."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.calls = []
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    def generate(self, prompts, sampling_params, use_tqdm=True):
-        self.calls.append((prompts, sampling_params))
-        outputs = []
-        for prompt, params in zip(prompts, sampling_params):
-            completions = [
-                SimpleNamespace(
-                    text=f"<answer>{len(prompt['prompt_token_ids'])}</answer>",
-                    token_ids=list(range(3 + j)),
-                    finish_reason="length" if j == 1 else "stop",
-                )
-                for j in range(params.n)
-            ]
-            outputs.append(SimpleNamespace(outputs=completions))
-        return outputs
-
-
-def test_vllm_backend_code_path_with_a_stand_in_engine(tokenizer):
-    llm = FakeLLM(tokenizer)
-    backend = ev.make_backend("vllm", "some/model", llm=llm, sampling_params_class=FakeSamplingParams)
-    assert isinstance(backend, VLLMBackend) and backend.tokenizer is tokenizer
-    requests = [GenerationRequest([1, 2, 3], 2), GenerationRequest([4, 5], 1)]
-    results = backend.generate(requests, SamplingSettings(temperature=0.6, top_p=1.0, max_new_tokens=99))
-    prompts, params = llm.calls[0]
-    assert prompts == [{"prompt_token_ids": [1, 2, 3]}, {"prompt_token_ids": [4, 5]}]
-    assert [(p.n, p.temperature, p.top_p, p.max_tokens, p.repetition_penalty) for p in params] == [
-        (2, 0.6, 1.0, 99, 1.0),
-        (1, 0.6, 1.0, 99, 1.0),
-    ]
-    assert results == [
-        [Generation("<answer>3</answer>", 3, "stop"), Generation("<answer>3</answer>", 4, "length")],
-        [Generation("<answer>2</answer>", 3, "stop")],
-    ]
-    with pytest.raises(ValueError, match="one engine"):
-        VLLMBackend("m", tokenizer, llm=llm, data_parallel_size=2)
-
-
-def fake_shard_worker(payload):
-    """Answers each request with its shard's GPUs and prompt length (what a spawned vLLM engine would return)."""
-    return [
-        [{"text": f"{payload['devices']}|{len(ids)}", "num_tokens": n, "finish_reason": "stop"} for _ in range(n)]
-        for ids, n in payload["requests"]
-    ]
-
-
-def test_vllm_data_parallel_shards_devices_and_merges_in_order(tokenizer, monkeypatch):
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2,3,4,5,6,7")
-    backend = VLLMBackend(
-        "some/model",
-        tokenizer,
-        tensor_parallel_size=2,
-        data_parallel_size=4,
-        shard_worker=fake_shard_worker,
-        executor_factory=lambda workers: ThreadPoolExecutor(workers),
+    for name in ("Generation", "GenerationRequest", "SamplingSettings", "TransformersBackend", "VLLMBackend",
+                 "make_backend", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "DEFAULT_MAX_NEW_TOKENS"):  # fmt: skip
+        assert getattr(ev, name) is getattr(generation, name) and name in ev.__all__
+    sets = load_benchmarks(["math6"], benchmark_dir=benchmark_dir, select=["aime24"], max_problems=2)
+    backend = ScriptedBackend(tokenizer, {"": ["x"]})
+    ev.evaluate(backend, sets, EvalSettings(num_samples=1, seed=7, expand_repeats=False))
+    assert [r.seed for r in backend.requests] == [None, None]  # default: one seed per generation call
+    backend = ScriptedBackend(tokenizer, {"": ["x"]})
+    output = ev.evaluate(
+        backend, sets, EvalSettings(num_samples=1, seed=7, expand_repeats=False, seed_per_problem=True)
     )
-    requests = [GenerationRequest([0] * (i + 1), 2) for i in range(10)]
-    results = backend.generate(requests, SamplingSettings())
-    assert [len(row) for row in results] == [2] * 10
-    assert [int(row[0].text.split("|")[1]) for row in results] == list(range(1, 11))  # order kept
-    groups = [row[0].text.split("|")[0] for row in results]
-    assert set(groups) == {"0,1", "2,3", "4,5", "6,7"} and groups == sorted(groups)  # contiguous shards
-    assert ev._split_contiguous([1] * 10, 4) == [(0, 2), (2, 5), (5, 7), (7, 10)]
-    assert ev._split_contiguous([5, 1, 1], 3) == [(0, 1), (1, 2), (2, 3)]
-    assert ev._split_contiguous([1], 3) == [(0, 0), (0, 0), (0, 1)]  # empty shards start no engine
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    with pytest.raises(ValueError, match="needs 8 GPUs"):
-        backend.generate(requests, SamplingSettings())
+    assert [r.seed for r in backend.requests] == [generation.derive_seed(7, f"aime24-0000{i}") for i in range(2)]
+    assert output.results["settings"]["seed_per_problem"] is True
 
 
 # ----------------------------------------------------------------------------------------------------------
