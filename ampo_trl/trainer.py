@@ -512,9 +512,8 @@ class AMPOTrainer(GRPOTrainer):
         device = self.accelerator.device
         completion_ids = output["completion_ids"]
         num_rows, width = completion_ids.shape
-        longest = max((len(r.candidate.completion_ids) for r in local_replacements.values()), default=0)
-        # Every process widens to the same global width (one small gather) so no shape depends on the shard.
-        new_width = max(width, int(self.accelerator.gather(torch.tensor([longest], device=device)).max()))
+        # Widths may differ between processes (as in TRL): forwards only need the same count, not the same shape.
+        new_width = max([width, *(len(r.candidate.completion_ids) for r in local_replacements.values())])
         if self.pad_to_multiple_of:
             new_width = math.ceil(new_width / self.pad_to_multiple_of) * self.pad_to_multiple_of
         fills = {**_PER_TOKEN_FILL, "completion_ids": self._tokenizer.pad_token_id}
