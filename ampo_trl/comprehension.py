@@ -53,7 +53,8 @@ def build_scoring_sequence(
         return None
 
     def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
+        # Special-token strings in the text stay plain text, exactly as in the teacher row the student trains on.
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     head = list(prompt_ids) + encode(reasoning + ANSWER_OPEN)
     answer = encode(str(ground_truth).strip())

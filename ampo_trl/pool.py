@@ -46,6 +46,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .rewards import gold_answer_text as gold_text  # one normaliser for ground truths everywhere
+
 logger = logging.getLogger(__name__)
 
 #: System prompt of the paper (spec section 2), for training, evaluation and pool construction.
@@ -259,6 +261,7 @@ WARNING_KINDS = {
     "no_answer_tag": "a solution has no <answer>…</answer> pair (comprehension score 0)",
     "bad_answer_format": "a solution has an answer pair but not exactly one <answer> and one </answer>",
     "too_long": "a solution is longer than max_tokens (EOS included): the trainer skips it",
+    "special_token_text": "a solution contains a special-token string of the tokenizer (kept as plain text)",
     "wrong_answer": "a solution's answer does not verify against the ground truth (check_answers=True)",
 }
 
@@ -614,7 +617,17 @@ def validate_pool_dataset(
         token_lengths = count_tokens(tokenizer, texts, add_eos=True)
         stats.token_length_percentiles = length_percentiles(token_lengths)
         per_teacher_tokens: dict[str, list[int]] = defaultdict(list)
-        for (row_index, entry_index, teacher), length in zip(owners, token_lengths):
+        special_strings = [token for token in getattr(tokenizer, "all_special_tokens", []) if len(token) > 1]
+        for (row_index, entry_index, teacher), length, text in zip(owners, token_lengths, texts):
+            found = [token for token in special_strings if token in text]
+            if found:
+                report.add(
+                    "special_token_text",
+                    row_index,
+                    f"{pool_column}[{entry_index}].text",
+                    f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): contains the tokenizer's "
+                    f"special-token string(s) {found}; the trainer keeps them as plain text, never as control tokens.",
+                )
             per_teacher_tokens[teacher].append(length)
             if max_tokens is not None and length > max_tokens:
                 report.add(
@@ -636,7 +649,9 @@ def count_tokens(tokenizer, texts: Sequence[str], add_eos: bool = True, batch_si
     """Token count of each text (no special tokens added; +1 for the EOS the trainer appends when ``add_eos``)."""
     lengths = []
     for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(list(texts[start : start + batch_size]), add_special_tokens=False)["input_ids"]
+        # As the trainer tokenizes teacher rows: special-token strings inside the text stay plain text.
+        batch = list(texts[start : start + batch_size])
+        encoded = tokenizer(batch, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         lengths.extend(len(ids) + int(add_eos) for ids in encoded)
     return lengths
 
@@ -659,23 +674,6 @@ def _check_answers(report: PoolReport, checks, answers, pool_column: str, timeou
 
 
 # ------------------------------------------------------------------------------------------------------ converters
-def gold_text(value) -> str:
-    """A ground-truth value (str, number, one-element list, ``{"ground_truth": ...}``) as a stripped string."""
-    value = _to_python(value)
-    if value is None:
-        return ""
-    if isinstance(value, dict) and "ground_truth" in value:
-        return gold_text(value["ground_truth"])
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (list, tuple)):
-        items = [item for item in (gold_text(item) for item in value) if item]
-        return items[0] if len(items) == 1 else ", ".join(items)
-    return str(value).strip()
-
-
 def detect_pool_format(column_names: Iterable[str], pool_column: str = DEFAULT_POOL_COLUMN) -> str | None:
     """Which pool format a set of columns is in.
 

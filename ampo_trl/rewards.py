@@ -216,14 +216,15 @@ def extract_answer(text: str) -> str | None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _gold_to_text(value: Any) -> str:
-    """Convert one gold answer (str, number, list, numpy value, ...) to a string Math-Verify can parse."""
+def gold_answer_text(value: Any) -> str:
+    """One gold answer (str, number, list, numpy value, ``{"ground_truth": ...}``, a worked solution) as the answer
+    string Math-Verify parses. The single normaliser for every place that reads a ground truth."""
     if value is None:
         return ""
     if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalars/arrays from parquet
         value = value.tolist()
     if isinstance(value, dict) and "ground_truth" in value:
-        return _gold_to_text(value["ground_truth"])
+        return gold_answer_text(value["ground_truth"])
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
@@ -233,7 +234,7 @@ def _gold_to_text(value: Any) -> str:
             return str(int(value))
         return repr(value)
     if isinstance(value, (list, tuple, set, frozenset)):
-        items = [_gold_to_text(item) for item in value]
+        items = [gold_answer_text(item) for item in value]
         items = [item for item in items if item]
         # A one-element list is just the answer; several elements are read as a set/tuple answer "a, b".
         return items[0] if len(items) == 1 else ", ".join(items)
@@ -272,7 +273,7 @@ def gold_answers_from_kwargs(kwargs: dict[str, Any], num_completions: int | None
         rows = [row["ground_truth"] for row in rows]
     if num_completions is not None and len(rows) != num_completions:
         raise ValueError(f"Column {column_name!r} has {len(rows)} rows but there are {num_completions} completions.")
-    return [_gold_to_text(row) for row in rows]
+    return [gold_answer_text(row) for row in rows]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -30,12 +30,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections import Counter
+from array import array
+from collections import Counter, OrderedDict
+from collections.abc import Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
+from datasets import IterableDataset
 from trl import GRPOConfig, GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
@@ -55,10 +58,12 @@ from .guidance import (
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
 from .pool import PoolFormatError, parse_pool, validate_pool_dataset
-from .rewards import POLICY_SOURCE, format_reward
+from .rewards import POLICY_SOURCE, format_reward, gold_answer_text
 
 logger = logging.getLogger(__name__)
 
+
+TEACHER_TOKEN_CACHE_SIZE = 4096  # solutions; at ~12 kB per 3k-token solution, about 50 MB at most
 
 # Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each (see the spec, section 4).
 # `ref_per_token_logps` is recomputed for teacher rows; widening pads every field with the value given here.
@@ -133,16 +138,18 @@ class AMPOTrainer(GRPOTrainer):
             args = _to_ampo_config(args)
         self._ampo_guidance_enabled = args.guidance_trigger != "never"
         if self._ampo_guidance_enabled:
-            for unsupported in ("tools", "environment_factory"):
+            for unsupported in ("tools", "environment_factory", "rollout_func"):
                 if kwargs.get(unsupported) is not None:
                     raise ValueError(
-                        f"AMPO guidance does not support `{unsupported}`: teacher solutions are single-turn texts. "
-                        "Set guidance_trigger='never' to train with tools."
+                        f"AMPO guidance does not support `{unsupported}`: teacher solutions are single-turn texts "
+                        "scored against the prompt tokens TRL builds itself. Set guidance_trigger='never' to train "
+                        f"with `{unsupported}` (plain GRPO)."
                     )
         super().__init__(model, reward_funcs, args=args, **kwargs)
 
         self._last_gathered_rewards: torch.Tensor | None = None
-        self._teacher_token_cache: dict[str, tuple[int, ...]] = {}
+        # Token ids of recently used teacher solutions (compact int32 arrays, least recently used dropped first).
+        self._teacher_token_cache: OrderedDict[str, array] = OrderedDict()
         self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
         self._ampo_totals: Counter = Counter()
         self._warned: set[str] = set()
@@ -182,8 +189,8 @@ class AMPOTrainer(GRPOTrainer):
                     f"The training dataset has no column '{column}' ({option}); its columns are {columns}. Add the "
                     f"column, point {option} at the right one, or set guidance_trigger='never' for plain GRPO."
                 )
-        if not hasattr(dataset, "__getitem__"):
-            return
+        if isinstance(dataset, IterableDataset) or not isinstance(dataset, Sized):
+            return  # streaming: reading it here would download it (or never end); rows are checked as they come
         # Fatal problems (unreadable pools, bad prompts) stop here with row, field and entry; the rest is counted.
         report = validate_pool_dataset(dataset, pool_column=pool_column, answer_column=answer_column)
         report.raise_if_fatal()
@@ -221,14 +228,14 @@ class AMPOTrainer(GRPOTrainer):
         num_local = len(inputs)
         first_global_row = self.accelerator.process_index * num_local
         num_groups = rewards_per_func.size(0) // num_generations
-        step = self.state.global_step
+        generation = self._generation_key()
 
         correct = correctness_mask(rewards_per_func[:, self._correctness_index], self.args.correctness_threshold)
         grouped_correct = correct.view(num_groups, num_generations)
         hybrid_draws = (
             torch.tensor(
                 [
-                    torch.rand(1, generator=make_generator(group_seed(self.args.seed, step, g, "hybrid"))).item()
+                    torch.rand(1, generator=make_generator(group_seed(*generation, g, "hybrid"))).item()
                     for g in range(num_groups)
                 ]
             )
@@ -320,6 +327,12 @@ class AMPOTrainer(GRPOTrainer):
         self._log_sources(sources)
         return output
 
+    def _generation_key(self) -> tuple[int, int, int]:
+        """(seed, optimizer step, micro-step within it): the same on every process, different for every generation
+        batch (TRL may generate several per optimizer step), and the same after resuming from a checkpoint (a
+        resumed run restarts at an optimizer-step boundary, where the micro-step index is 0 in both runs)."""
+        return self.args.seed, self.state.global_step, self._step % self.args.gradient_accumulation_steps
+
     def _gather_group_rows(self, inputs, groups, first_global_row) -> dict[int, dict]:
         """Every process gets the dataset row of every triggered group (sent by the process holding its first row)."""
         num_generations = self.num_generations
@@ -356,21 +369,24 @@ class AMPOTrainer(GRPOTrainer):
         return usable
 
     def _teacher_tokens(self, text: str) -> tuple[int, ...]:
-        token_ids = self._teacher_token_cache.get(text)
-        if token_ids is None:
+        cached = self._teacher_token_cache.get(text)
+        if cached is None:
             # The student's tokenizer and its EOS: a teacher row must look like a completion the student could sample.
-            token_ids = (*self._tokenizer(text, add_special_tokens=False)["input_ids"], self._tokenizer.eos_token_id)
-            if len(self._teacher_token_cache) > 100_000:
-                self._teacher_token_cache.clear()
-            self._teacher_token_cache[text] = token_ids
-        return token_ids
+            # Special-token strings inside the text ("<|im_end|>" ...) stay plain text, never a mid-row EOS.
+            ids = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            cached = array("i", [*ids, self._tokenizer.eos_token_id])
+            self._teacher_token_cache[text] = cached
+            if len(self._teacher_token_cache) > TEACHER_TOKEN_CACHE_SIZE:
+                self._teacher_token_cache.popitem(last=False)
+        else:
+            self._teacher_token_cache.move_to_end(text)
+        return tuple(cached)
 
     def _select(self, group, row, candidates, scores, requested, group_correct) -> list[_Replacement]:
         count = min(requested, len(candidates))
         if count == 0:
             return []
-        prompt_key = str(row.get("prompt"))
-        seed_parts = (self.args.seed, self.state.global_step, group, prompt_key)
+        seed_parts = (*self._generation_key(), group, str(row.get("prompt")))
         lengths = [len(c.completion_ids) for c in candidates]
         ranking = rank_candidates(
             self.args.guidance_selection,
@@ -398,12 +414,13 @@ class AMPOTrainer(GRPOTrainer):
         prompt_ids, _, _ = self._tokenize_prompts([group_rows[g]["prompt"] for g in groups])
         entries = []  # (group, candidate index, ScoringSequence or None, format score of the teacher text)
         for g, ids in zip(groups, prompt_ids, strict=True):
-            answer = group_rows[g].get(self.args.answer_column)
+            # The same normalisation as the accuracy reward: numbers, lists, {"ground_truth": ...}, "... #### 42".
+            answer = gold_answer_text(group_rows[g].get(self.args.answer_column))
             for index, candidate in enumerate(candidates[g]):
                 sequence = build_scoring_sequence(
                     ids,
                     candidate.text,
-                    "" if answer is None else answer,
+                    answer,
                     self._tokenizer,
                     self._tokenizer.eos_token_id,
                 )
@@ -639,9 +656,11 @@ class AMPOTrainer(GRPOTrainer):
             )
             totals = self.accelerator.reduce(stats, reduction="sum")  # same single reduce on every process
         mode = "train" if training else "eval"
-        num_processes = self.accelerator.num_processes
-        self._metrics[mode]["ampo/on_policy_loss"].append(totals[0].item() / num_processes)
-        self._metrics[mode]["ampo/off_policy_loss"].append(totals[1].item() / num_processes)
+        # Each micro-batch holds its share of the accumulated loss; rescale so that the logged average over the
+        # window is the loss of the optimizer step (as TRL's `loss`), averaged over processes.
+        scale = (self.current_gradient_accumulation_steps if training else 1) / self.accelerator.num_processes
+        self._metrics[mode]["ampo/on_policy_loss"].append(totals[0].item() * scale)
+        self._metrics[mode]["ampo/off_policy_loss"].append(totals[1].item() * scale)
         if totals[4] > 0:
             self._metrics[mode]["ampo/off_policy/prob_mean"].append((totals[2] / totals[4]).item())
             self._metrics[mode]["ampo/off_policy/entropy"].append((totals[3] / totals[4]).item())

@@ -207,3 +207,74 @@ def test_entropy_bonus_and_kl_stay_finite_with_teacher_rows(tmp_path, tiny_model
     assert (batch["ref_per_token_logps"][teacher][teacher_mask] < 0).all()  # real reference log-probs, not 0
     loss, grads = _loss_and_grads(trainer, copy.copy(batch))
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads.values())
+
+
+def test_generation_batch_feeding_two_optimizer_steps_scales_like_trl(tmp_path):
+    """steps_per_generation = 2 x gradient_accumulation_steps: each micro-batch share uses N/P * GA/spg, so the
+    four micro-batches of a generation batch add up to twice the whole-batch loss (two optimizer steps)."""
+    trainer = make_trainer(tmp_path)
+    batch = generate(trainer, addition_rows(2))
+    order = list(range(8))
+    whole, whole_grads = _accumulated_grads(trainer, batch, order, 1)
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.current_gradient_accumulation_steps = 2
+    trainer.args.steps_per_generation = 4
+    total = 0.0
+    for start in range(0, 8, 2):
+        rows = torch.tensor(order[start : start + 2])
+        micro = {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() > 0 else v) for k, v in batch.items()}
+        loss = trainer._compute_loss(trainer.model, micro)
+        loss.backward()
+        total += loss.item()
+    assert total == pytest.approx(2 * whole, abs=1e-6)
+    _assert_same_grads({n: 2 * g for n, g in whole_grads.items()}, _grads(trainer.model), atol=1e-6)
+
+
+def test_entropy_bonus_acts_on_on_policy_tokens_only(tmp_path):
+    plain = make_trainer(tmp_path)
+    bonus = make_trainer(tmp_path, entropy_coef=0.5)
+    batch = generate(plain, addition_rows(2))
+    plain_loss, _ = _loss_and_grads(plain, batch)
+    bonus_loss, _ = _loss_and_grads(bonus, batch)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        _, entropies, _ = plain._get_per_token_logps_and_entropies(
+            plain.model, ids, attention, batch["completion_ids"].size(1), compute_entropy=True
+        )
+    on_policy = batch["completion_mask"] * (~batch["ampo_is_teacher"]).unsqueeze(1)
+    expected_bonus = 0.5 * (entropies * on_policy).sum() / on_policy.sum()
+    assert plain_loss.item() - bonus_loss.item() == pytest.approx(expected_bonus.item(), rel=1e-4)
+
+
+def test_kl_on_teacher_rows_follows_the_off_policy_aggregation(tmp_path, tiny_model_dir):
+    without = make_trainer(tmp_path, model_path=tiny_model_dir)
+    with_kl = make_trainer(tmp_path, model_path=tiny_model_dir, beta=0.2)
+    batch = generate(with_kl, addition_rows(2))  # carries ref_per_token_logps (equal to the policy's at step 0)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    # Make reference and policy differ so the KL is not zero.
+    shifted = dict(batch, ref_per_token_logps=batch["ref_per_token_logps"] - 0.3 * batch["completion_mask"])
+    loss_without, _ = _loss_and_grads(without, {k: v for k, v in shifted.items() if k != "ref_per_token_logps"})
+    loss_with, _ = _loss_and_grads(with_kl, shifted)
+    with torch.no_grad():
+        logps, _, _ = with_kl._get_per_token_logps_and_entropies(
+            with_kl.model, ids, attention, batch["completion_ids"].size(1)
+        )
+    log_ratio = shifted["ref_per_token_logps"] - logps
+    kl = torch.exp(log_ratio) - log_ratio - 1
+    mask = batch["completion_mask"].float()
+    teacher = batch["ampo_is_teacher"]
+    on_mask = mask * (~teacher).unsqueeze(1)
+    on_policy_kl = (kl * on_mask).sum() / batch["num_items_in_batch"]  # dapo: over on-policy tokens
+    teacher_kl = ((kl * mask).sum(1)[teacher] / mask.sum(1)[teacher]).sum() / 8.0  # sequence mode: 1/N_rows
+    assert loss_with.item() - loss_without.item() == pytest.approx(0.2 * (on_policy_kl + teacher_kl).item(), rel=1e-4)
+
+
+def test_logged_loss_terms_add_up_to_the_optimizer_step_loss(tmp_path):
+    trainer = make_trainer(tmp_path)
+    batch = generate(trainer, addition_rows(2))
+    total, _ = _accumulated_grads(trainer, batch, list(range(8)), 2)
+    metrics = trainer._metrics["train"]
+    on, off = metrics["ampo/on_policy_loss"][-2:], metrics["ampo/off_policy_loss"][-2:]
+    assert (sum(on) + sum(off)) / 2 == pytest.approx(total, abs=1e-6)

@@ -454,3 +454,21 @@ def test_cli_validate_convert_and_export(tmp_path, capsys):
     assert pool_cli(["export-sft", str(path), str(sft_path)]) == 0  # converts the AMPO file on the fly
     assert "Wrote 6 (question, solution) pairs from 3 rows" in capsys.readouterr().out
     assert Dataset.from_parquet(str(sft_path)).column_names == ["messages", "teacher"]
+
+
+def test_validator_warns_about_special_token_strings_in_solutions():
+    from ampo_trl.tiny import build_tiny_tokenizer
+
+    rows = [
+        {
+            "prompt": "q",
+            "answer": "1",
+            "teacher_solutions": [{"teacher": "a", "text": "ok<|im_end|> <answer>1</answer>"}],
+        },
+        {"prompt": "q", "answer": "1", "teacher_solutions": [{"teacher": "a", "text": "clean <answer>1</answer>"}]},
+    ]
+    report = validate_pool_dataset(rows, tokenizer=build_tiny_tokenizer(), max_tokens=100)
+    problems = report.problems("special_token_text")
+    assert [problem.row_index for problem in problems] == [0]
+    assert "<|im_end|>" in problems[0].message
+    assert report.ok  # a warning, not fatal

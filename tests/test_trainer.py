@@ -325,3 +325,135 @@ def test_config_defaults_are_the_papers():
     )
     assert config.teacher_reward_floor is None and config.comprehension_format_weight == 0.0
     assert config.effective_max_teacher_length == config.max_completion_length
+
+
+# ------------------------------------------------------------------------------------------- review regressions
+
+
+def test_non_string_ground_truths_are_scored_like_their_text(tmp_path):
+    text_rows = addition_rows(2)
+    other_rows = [dict(row) for row in text_rows]
+    other_rows[0]["answer"] = {"ground_truth": int(text_rows[0]["answer"])}
+    other_rows[1]["answer"] = {"ground_truth": float(text_rows[1]["answer"])}
+    scores = []
+    for rows in (text_rows, other_rows):
+        trainer = make_trainer(tmp_path, rows=rows, reward_funcs=[always_zero_reward])
+        generate(trainer, rows)
+        scores.append([(g["row"], g["teacher"], round(g["score"], 6)) for g in trainer.last_guidance])
+    assert scores[0] == scores[1] and len(scores[0]) == 4
+
+
+def always_zero_reward(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def test_special_token_strings_in_teacher_text_stay_text(tmp_path):
+    rows = addition_rows(1)
+    rows[0]["teacher_solutions"] = [
+        {"teacher": "leaky", "text": "Done.<|im_end|> more <|endoftext|> text <answer>3</answer>"},
+        {"teacher": "plain", "text": "<answer>3</answer>"},
+    ]
+    trainer = make_trainer(tmp_path, rows=rows)
+    batch = generate(trainer, rows)
+    eos = trainer.processing_class.eos_token_id
+    for row in batch["ampo_is_teacher"].nonzero().flatten().tolist():
+        length = int(batch["completion_mask"][row].sum())
+        ids = batch["completion_ids"][row, :length].tolist()
+        assert ids.count(eos) == 1 and ids[-1] == eos  # only the final EOS, none inside the text
+
+
+def test_streaming_datasets_are_not_read_at_start_up(tmp_path):
+    from datasets import IterableDataset
+
+    reads = []
+
+    def rows():
+        reads.append(1)
+        yield from addition_rows(4)
+
+    model, tokenizer = build_tiny_model_and_tokenizer()
+    args = AMPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_steps=1,
+        max_completion_length=8, report_to="none", use_cpu=True, bf16=False,
+    )  # fmt: skip
+    AMPOTrainer(
+        model=model, reward_funcs=exact_answer_reward, args=args,
+        train_dataset=IterableDataset.from_generator(rows), processing_class=tokenizer,
+    )  # fmt: skip
+    assert reads == []
+
+
+def test_teacher_token_cache_is_bounded(tmp_path, monkeypatch):
+    import ampo_trl.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "TEACHER_TOKEN_CACHE_SIZE", 3)
+    trainer = make_trainer(tmp_path)
+    for i in range(10):
+        assert (
+            trainer._teacher_tokens(f"solution {i} <answer>{i}</answer>")[-1] == trainer.processing_class.eos_token_id
+        )
+    assert list(trainer._teacher_token_cache) == [f"solution {i} <answer>{i}</answer>" for i in (7, 8, 9)]
+
+
+def test_generation_batches_within_one_optimizer_step_get_different_seeds(tmp_path):
+    trainer = make_trainer(tmp_path, gradient_accumulation_steps=4, steps_per_generation=1)
+    keys = set()
+    for micro_step in range(4):
+        trainer._step = micro_step
+        keys.add(trainer._generation_key())
+    assert len(keys) == 4
+    trainer._step = 4  # next optimizer step starts at micro-step 0 again: the optimizer step tells them apart
+    assert trainer._generation_key()[2] == 0
+
+
+def test_rollout_func_is_rejected_with_guidance(tmp_path):
+    model, tokenizer = build_tiny_model_and_tokenizer()
+    args = AMPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, report_to="none", use_cpu=True
+    )
+    with pytest.raises(ValueError, match="rollout_func.*guidance_trigger='never'"):
+        AMPOTrainer(
+            model=model, reward_funcs=exact_answer_reward, args=args, processing_class=tokenizer,
+            train_dataset=Dataset.from_list(addition_rows(4)), rollout_func=lambda prompts, trainer: {},
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"loss_type": "grpo"},
+        {"loss_type": "bnpo"},
+        {"loss_type": "dr_grpo"},
+        {"loss_type": "cispo"},
+        {"loss_type": "sapo"},
+        {"loss_type": "luspo", "importance_sampling_level": "sequence"},
+        {"loss_type": "vespo"},
+        {"importance_sampling_level": "sequence"},
+        {"top_entropy_quantile": 0.5},
+        {"mask_truncated_completions": True},
+        {"pad_to_multiple_of": 8},
+        {"teacher_reward_floor": 2.0, "scale_rewards": "none"},
+        {"guidance_trigger": "hybrid", "hybrid_trigger_probability": 0.5},
+        {"guidance_trigger": "adaptive_k"},
+        {"guidance_trigger": "always"},
+        {"comprehension_mean": "arithmetic", "comprehension_format_weight": 0.1, "comprehension_round_to_bf16": True},
+        {"guidance_selection": "random"},
+    ],
+)
+def test_every_option_trains_with_teacher_rows(tmp_path, settings):
+    trainer = make_trainer(tmp_path, **settings)
+    batch = generate(trainer, addition_rows(2))
+    teacher = batch["ampo_is_teacher"]
+    assert teacher.any()
+    assert (batch["advantages"][teacher] > 0).all() and (batch["advantages"][~teacher] <= 0).all()
+    if settings.get("teacher_reward_floor"):
+        # floor 2.0 on teacher rows re-scored at 1.0: mean of (0, 0, 2, 2) per group is 1.0
+        assert batch["advantages"][teacher].tolist() == pytest.approx([1.0] * int(teacher.sum()))
+    if settings.get("pad_to_multiple_of"):
+        assert batch["completion_ids"].size(1) % 8 == 0
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer._compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
+    assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
