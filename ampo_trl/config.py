@@ -16,7 +16,7 @@ GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k")
 GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
 COMPREHENSION_MEANS = ("geometric", "arithmetic")
 COMPREHENSION_BACKENDS = ("trainer", "vllm_server")
-OFF_POLICY_AGGREGATIONS = ("sequence", "token")
+OFF_POLICY_AGGREGATIONS = ("sequence", "token", "constant")
 
 
 @dataclass
@@ -69,7 +69,8 @@ class AMPOConfig(GRPOConfig):
         shaping_gamma (`float`, defaults to `0.1`): γ of the policy-shaping function f(p) = p / (p + γ).
         off_policy_aggregation (`str`, defaults to `"sequence"`): `"sequence"` (paper): each teacher sequence
             contributes the token-mean of its loss; `"token"` (LUFFY / released code): teacher tokens are averaged
-            together with on-policy tokens.
+            together with on-policy tokens; `"constant"` (released code, with `loss_type="dr_grpo"`): summed and
+            divided by rows × max_completion_length.
         teacher_reward_floor (`float` or `None`, defaults to `None`): teacher rows are always re-scored with the
             reward functions; if set, a teacher row whose weighted total reward is lower is raised to this value
             (the released code uses 1.0).
@@ -181,7 +182,8 @@ class AMPOConfig(GRPOConfig):
         metadata={
             "help": "How teacher-token losses are aggregated. 'sequence' (paper): each teacher sequence contributes "
             "the token-mean of its loss, weighted like one row of the batch. 'token' (LUFFY / released code): teacher "
-            "tokens join the on-policy tokens in one token-level mean.",
+            "tokens join the on-policy tokens in one token-level mean. 'constant' (released code, with "
+            "loss_type='dr_grpo'): teacher-token losses are summed and divided by rows x max_completion_length.",
             "choices": list(OFF_POLICY_AGGREGATIONS),
         },
     )

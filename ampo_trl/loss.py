@@ -16,6 +16,7 @@ Objective (what `AMPOTrainer._compute_loss` minimises for one generation batch, 
 
       sequence (paper):  L_off = 1/N_rows   * sum_{i in T} (1/|o_i|) sum_t l_it
       token (LUFFY):     L_off = 1/N_tokens * sum_{i in T} sum_t l_it
+      constant (code):   L_off = 1/(N_rows * L_max) * sum_{i in T} sum_t l_it   (L_max = max_completion_length)
 
   N_rows is the global number of rows of the generation batch (on-policy + teacher), so a teacher sequence weighs
   what one row weighs in a sequence-mean loss, whatever its length. N_tokens is the global number of loss tokens
@@ -53,7 +54,8 @@ def off_policy_per_token_loss(per_token_logps: torch.Tensor, advantages: torch.T
 def aggregate_off_policy_loss(
     per_token_loss: torch.Tensor, mask: torch.Tensor, is_teacher: torch.Tensor, aggregation: str
 ) -> torch.Tensor:
-    """Un-normalised sum over teacher rows: sum_i mean_t l_it ("sequence") or sum_i sum_t l_it ("token").
+    """Un-normalised sum over teacher rows: sum_i mean_t l_it ("sequence") or sum_i sum_t l_it ("token",
+    "constant").
 
     Divide by the global normaliser (N_rows or N_tokens, see `micro_batch_normalizer`) to get this micro-batch's
     share of L_off.
@@ -63,7 +65,7 @@ def aggregate_off_policy_loss(
     if aggregation == "sequence":
         lengths = teacher_mask.sum(dim=1).clamp(min=1.0)
         return (token_sums / lengths).sum()
-    if aggregation == "token":
+    if aggregation in ("token", "constant"):  # they differ only in the normaliser
         return token_sums.sum()
     raise ValueError(f"Unknown off-policy aggregation {aggregation!r}: use 'sequence' or 'token'.")
 

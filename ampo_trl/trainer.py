@@ -579,9 +579,13 @@ class AMPOTrainer(GRPOTrainer):
         teacher_tokens = (loss_mask * is_teacher.unsqueeze(1)).sum()
         local_counts = torch.stack([loss_mask.sum() - teacher_tokens, loss_mask.sum()]).float()
         on_policy_tokens, all_tokens = self.accelerator.gather(local_counts.unsqueeze(0)).sum(0)
+        global_rows = float(num_rows * self.accelerator.num_processes)
         if self.args.off_policy_aggregation == "sequence":
             output["num_items_in_batch"] = on_policy_tokens
-            normalizer = float(num_rows * self.accelerator.num_processes)
+            normalizer = global_rows
+        elif self.args.off_policy_aggregation == "constant":  # Dr. GRPO's constant, as TRL's dr_grpo on-policy term
+            output["num_items_in_batch"] = all_tokens
+            normalizer = global_rows * self.max_completion_length
         else:
             output["num_items_in_batch"] = all_tokens
             normalizer = all_tokens.item()

@@ -164,8 +164,8 @@ def _accumulated_grads(trainer, batch, order, num_micro_batches):
     return total, _grads(trainer.model)
 
 
-@pytest.mark.parametrize("aggregation", ["sequence", "token"])
-@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+@pytest.mark.parametrize("aggregation", ["sequence", "token", "constant"])
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "dr_grpo"])
 def test_row_weights_do_not_depend_on_micro_batch_composition(tmp_path, aggregation, loss_type):  # (c)
     trainer = make_trainer(tmp_path, off_policy_aggregation=aggregation, loss_type=loss_type)
     batch = generate(trainer, addition_rows(2))
@@ -278,3 +278,25 @@ def test_logged_loss_terms_add_up_to_the_optimizer_step_loss(tmp_path):
     metrics = trainer._metrics["train"]
     on, off = metrics["ampo/on_policy_loss"][-2:], metrics["ampo/off_policy_loss"][-2:]
     assert (sum(on) + sum(off)) / 2 == pytest.approx(total, abs=1e-6)
+
+
+def test_constant_mode_with_dr_grpo_is_the_released_code_normalisation(tmp_path):
+    """Released code: every token's loss (on- and off-policy) summed and divided by rows x max response length."""
+    trainer = make_trainer(tmp_path, off_policy_aggregation="constant", loss_type="dr_grpo")
+    batch = generate(trainer, addition_rows(2))
+    assert batch["ampo_off_policy_normalizer"].item() == 8 * trainer.max_completion_length
+    loss, _ = _loss_and_grads(trainer, batch)
+    ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], 1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, attention, batch["completion_ids"].size(1)
+        )
+    advantages = batch["advantages"].unsqueeze(1)
+    teacher = batch["ampo_is_teacher"].unsqueeze(1)
+    mask = batch["completion_mask"].float()
+    on_policy = -advantages * torch.ones_like(logps)  # ratio 1 at the sampling policy: -min(r A, clip(r) A) = -A
+    off_policy = -advantages * logps.exp() / (logps.exp() + 0.1)
+    per_token = torch.where(teacher, off_policy, on_policy)
+    expected = (per_token * mask).sum() / (8 * trainer.max_completion_length)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -142,7 +142,7 @@ def test_paper_recipes_use_the_paper_batch_and_hyperparameters(recipe):
         "epsilon": 0.2,
         "entropy_coef": 0.001,
         "beta": 0.0,
-        "loss_type": "dapo",
+        "loss_type": "dr_grpo" if recipe.name == "released_code.yaml" else "dapo",  # released: sum / max length
         "num_iterations": 1,
         "use_vllm": True,
     }
@@ -171,7 +171,8 @@ VARIANTS = {
         "comprehension_mean": "arithmetic",
         "comprehension_format_weight": 0.1,
         "comprehension_round_to_bf16": True,
-        "off_policy_aggregation": "token",
+        "off_policy_aggregation": "constant",
+        "loss_type": "dr_grpo",
         "teacher_reward_floor": 1.0,
         "max_steps": 1020,
     },
