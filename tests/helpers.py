@@ -1,6 +1,8 @@
 """Helpers shared by the trainer tests: deterministic rewards, datasets with pools, trainer factories."""
 
+import os
 import re
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -102,3 +104,10 @@ def generate(trainer, rows, seed=0):
     trainer.model.train()
     torch.manual_seed(seed)
     return trainer._generate_and_score_completions(generation_inputs(trainer, rows))
+
+
+def shared_benchmark_dir() -> Path:
+    """The public evaluation sets (read-only, outside the repository): $AMPO_BENCHMARK_DIR, else
+    ../shared/data/benchmarks next to the checkout. `.ci/run` sets the variable on CI."""
+    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+    return Path(os.environ.get("AMPO_BENCHMARK_DIR") or default)

@@ -17,6 +17,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+from helpers import shared_benchmark_dir
 
 from ampo_trl import evaluation as ev
 from ampo_trl.evaluation import (
@@ -37,7 +38,7 @@ SCRIPT = REPO / "scripts" / "evaluate.py"
 
 @pytest.fixture(scope="session")
 def benchmark_dir() -> Path:
-    directory = Path(os.environ.get("AMPO_BENCHMARK_DIR") or REPO.parent / "shared" / "data" / "benchmarks")
+    directory = shared_benchmark_dir()
     expected = [
         "math6_eval.parquet",
         "passk256_aime_amc.parquet",

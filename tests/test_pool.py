@@ -3,12 +3,12 @@
 import json
 import re
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from datasets import Dataset
+from helpers import shared_benchmark_dir
 
 from ampo_trl.pool import (
     SYSTEM_PROMPT,
@@ -24,7 +24,7 @@ from ampo_trl.pool import (
 )
 from ampo_trl.pool_cli import main as pool_cli
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+BENCHMARKS = shared_benchmark_dir()
 TRAIN_VALIDATION = BENCHMARKS / "train_validation.parquet"
 
 
