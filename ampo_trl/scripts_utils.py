@@ -864,16 +864,8 @@ def run(script_args, training_args, model_args, dataset_args=None, recipe: Recip
 
     from .trainer import AMPOTrainer
 
-    model_init_kwargs = dict(
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation,
-        dtype=model_args.dtype,
-    )
     quantization_config = get_quantization_config(model_args)
-    if training_args.model_init_kwargs is not None:
-        model_init_kwargs.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+    _set_model_init_kwargs(model_args, training_args)
     callbacks = [cb for cb in (build_eval_callback(script_args, training_args),) if cb is not None]
     trainer = AMPOTrainer(
         model=model_args.model_name_or_path,
@@ -995,15 +987,7 @@ def sft_main(argv: Sequence[str] | None = None):
 
     from trl import SFTTrainer, get_peft_config, get_quantization_config
 
-    model_init_kwargs = dict(
-        revision=model_args.model_revision,
-        trust_remote_code=training_args.trust_remote_code,
-        attn_implementation=model_args.attn_implementation,
-        dtype=model_args.dtype,
-    )
-    if training_args.model_init_kwargs is not None:
-        model_init_kwargs.update(training_args.model_init_kwargs)
-    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+    _set_model_init_kwargs(model_args, training_args)
     model_name = model_args.model_name_or_path
     if model_name == "tiny":
         from .tiny import tiny_model_path
@@ -1067,3 +1051,17 @@ __all__ = [
     "sft_main",
     "validate_setup",
 ]
+
+
+def _set_model_init_kwargs(model_args, training_args) -> None:
+    """How the trainer loads the model from `model_name_or_path`: ModelConfig's revision, attention and dtype,
+    overridden by an explicit `model_init_kwargs`; unset values are left to transformers."""
+    model_init_kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+    )
+    if training_args.model_init_kwargs is not None:
+        model_init_kwargs.update(training_args.model_init_kwargs)
+    training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
