@@ -762,13 +762,8 @@ def convert_ampo_row(
     counts = counts if counts is not None else Counter()
     value = _drop_textless(row.get("target_lst"), counts)
     entries = [solution for solution, _ in _read_entries(value)]
-    if not entries:
-        counts["rows_without_solutions"] += 1
-    return {
-        "prompt": apply_system_prompt(row.get("prompt"), system_prompt),
-        "answer": gold_text(row.get("reward_model")),
-        DEFAULT_POOL_COLUMN: _entries_to_canonical(entries, normalize, True, counts),
-    }
+    prompt = apply_system_prompt(row.get("prompt"), system_prompt)
+    return _canonical_row(prompt, row.get("reward_model"), entries, normalize, True, counts)
 
 
 def convert_luffy_row(
@@ -806,13 +801,8 @@ def convert_luffy_row(
         TeacherSolution(teacher=teacher_name if index == 0 else f"{teacher_name}_{index}", text=text)
         for index, text in enumerate(texts)
     ]
-    if not entries:
-        counts["rows_without_solutions"] += 1
-    return {
-        "prompt": apply_system_prompt(row.get("prompt"), system_prompt),
-        "answer": gold_text(row.get("reward_model")),
-        DEFAULT_POOL_COLUMN: _entries_to_canonical(entries, normalize, False, counts),
-    }
+    prompt = apply_system_prompt(row.get("prompt"), system_prompt)
+    return _canonical_row(prompt, row.get("reward_model"), entries, normalize, False, counts)
 
 
 def convert_solutions_row(
@@ -831,12 +821,17 @@ def convert_solutions_row(
             prompt.insert(0, {"role": "system", "content": system_prompt})
     value = _drop_textless(row.get("solutions"), counts)
     entries = [solution for solution, _ in _read_entries(value)]
+    return _canonical_row(prompt, row.get("answer"), entries, normalize, False, counts)
+
+
+def _canonical_row(prompt, gold, entries, normalize: bool, keep_quality: bool, counts: Counter) -> dict:
+    """The canonical columns every converter returns; rows left without a solution are counted, not dropped."""
     if not entries:
         counts["rows_without_solutions"] += 1
     return {
         "prompt": prompt,
-        "answer": gold_text(row.get("answer")),
-        DEFAULT_POOL_COLUMN: _entries_to_canonical(entries, normalize, False, counts),
+        "answer": gold_text(gold),
+        DEFAULT_POOL_COLUMN: _entries_to_canonical(entries, normalize, keep_quality, counts),
     }
 
 
