@@ -13,8 +13,8 @@ __version__ = "0.1.0.dev0"
 _LAZY_ATTRIBUTES = {
     "AMPOConfig": "ampo_trl.config",
     "AMPOTrainer": "ampo_trl.trainer",
-    "build_tiny_model_and_tokenizer": "ampo_trl.tiny",
-    "save_tiny_model": "ampo_trl.tiny",
+    "build_tiny_model_and_tokenizer": "ampo_trl.demo.tiny",
+    "save_tiny_model": "ampo_trl.demo.tiny",
 }
 
 __all__ = ["__version__", *_LAZY_ATTRIBUTES]
@@ -29,5 +29,5 @@ def __getattr__(name):
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import AMPOConfig  # noqa: F401
-    from .tiny import build_tiny_model_and_tokenizer, save_tiny_model  # noqa: F401
+    from .demo.tiny import build_tiny_model_and_tokenizer, save_tiny_model  # noqa: F401
     from .trainer import AMPOTrainer  # noqa: F401

@@ -1,8 +1,9 @@
 r"""Comprehension scoring of teacher solutions: building the scored sequences and planning the forward passes.
 
-For a prompt q with ground-truth answer y* and a teacher solution o (paper, section 3.3; spec section 1.4):
+For a prompt q with ground-truth answer y* and a teacher solution o (paper, section 3.3):
 
-1. cut o at its last ``<answer>`` tag: o' = o[: index of the last "<answer>"];
+1. cut o at its last ``<answer>`` tag (`ampo_trl.answers.cut_at_last_answer_tag`): o' = o[: index of the last
+   "<answer>"];
 2. append the ground truth: s = o' + "<answer>" + y* + "</answer>" + EOS;
 3. condition on the exact token sequence the student saw for q (same chat template and system prompt) and score
    only the tokens of y*, not the tags:  score = mean over t in y* of log pi_theta(s_t | q, s_<t), turned into a
@@ -22,9 +23,12 @@ passes. That last point is what keeps DeepSpeed ZeRO-3, where every forward is a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-ANSWER_OPEN = "<answer>"
-ANSWER_CLOSE = "</answer>"
+from .answers import ANSWER_CLOSE, ANSWER_OPEN, cut_at_last_answer_tag, encode_teacher_texts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
@@ -36,29 +40,20 @@ class ScoringSequence:
     answer_end: int  # one past the last ground-truth token
 
 
-def cut_at_last_answer_tag(teacher_text: str) -> str | None:
-    """The teacher text before its last `<answer>` tag, or None when it has none."""
-    index = teacher_text.rfind(ANSWER_OPEN)
-    if index < 0:
-        return None
-    return teacher_text[:index]
-
-
 def build_scoring_sequence(
-    prompt_ids: list[int], teacher_text: str, ground_truth: str, tokenizer, eos_token_id: int
+    prompt_ids: list[int], teacher_text: str, ground_truth: str, tokenizer: PreTrainedTokenizerBase, eos_token_id: int
 ) -> ScoringSequence | None:
     """Tokens of prompt + o' + "<answer>" + y* + "</answer>" + EOS, or None when the teacher text has no tag."""
     reasoning = cut_at_last_answer_tag(teacher_text)
     if reasoning is None or not str(ground_truth).strip():
         return None
 
-    def encode(text: str) -> list[int]:
-        # Special-token strings in the text stay plain text, exactly as in the teacher row the student trains on.
-        return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-
-    head = list(prompt_ids) + encode(reasoning + ANSWER_OPEN)
-    answer = encode(str(ground_truth).strip())
-    tail = encode(ANSWER_CLOSE) + [eos_token_id]
+    # Tokenized like the teacher row the student trains on (special-token strings stay plain text).
+    head_ids, answer, close_ids = encode_teacher_texts(
+        tokenizer, [reasoning + ANSWER_OPEN, str(ground_truth).strip(), ANSWER_CLOSE]
+    )
+    head = list(prompt_ids) + head_ids
+    tail = close_ids + [eos_token_id]
     return ScoringSequence(input_ids=head + answer + tail, answer_start=len(head), answer_end=len(head) + len(answer))
 
 

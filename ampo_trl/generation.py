@@ -1,7 +1,7 @@
 """Sampling n responses per prompt with Hugging Face transformers or vLLM: the one implementation of each backend.
 
 Used by the evaluation (:mod:`ampo_trl.evaluation`: ``scripts/evaluate.py``, ``AMPOEvalCallback``) and by the pool
-builder (:mod:`ampo_trl.pool_builder`: ``scripts/build_pool.py``, ``ampo-pool build``), which add their own prompts,
+builder (:mod:`ampo_trl.pool.builder`: ``scripts/build_pool.py``, ``ampo-pool build``), which add their own prompts,
 scoring and storage on top.
 
 A backend takes :class:`GenerationRequest` s (prompt token ids with the chat template already applied, the number
@@ -37,7 +37,10 @@ import hashlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
@@ -56,7 +59,8 @@ __all__ = [
     "render_prompt_ids",
 ]
 
-# The AMPO paper's evaluation protocol (spec section 3); the defaults of SamplingSettings.
+# The AMPO paper's evaluation protocol (temperature 0.6, top_p 1.0, 8192 new tokens): the defaults of
+# SamplingSettings.
 DEFAULT_TEMPERATURE = 0.6
 DEFAULT_TOP_P = 1.0
 DEFAULT_MAX_NEW_TOKENS = 8192
@@ -130,7 +134,7 @@ def render_prompt(
     )
 
 
-def prompt_token_ids(tokenizer, text: str) -> list[int]:
+def prompt_token_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of a rendered prompt, without special tokens: the template already wrote any BOS."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -147,7 +151,7 @@ def render_prompt_ids(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def eos_token_ids(model, tokenizer) -> list[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """EOS ids of the model's ``generation_config`` then the tokenizer's, without repeats."""
     ids: list[int] = []
     configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

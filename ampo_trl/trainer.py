@@ -39,12 +39,14 @@ from dataclasses import dataclass
 import torch
 from accelerate.utils import broadcast_object_list, gather_object
 from datasets import IterableDataset
+from transformers import ProcessorMixin
 from trl import GRPOConfig, GRPOTrainer
 from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, pad, use_adapter
 
 from .advantages import compute_advantages, weighted_total_rewards
+from .answers import encode_teacher_texts, gold_answer_text
 from .comprehension import build_scoring_sequence, plan_scoring_chunks
 from .config import AMPOConfig
 from .guidance import (
@@ -58,14 +60,15 @@ from .guidance import (
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
 from .pool import PoolFormatError, parse_pool, validate_pool_dataset
-from .rewards import POLICY_SOURCE, format_reward, gold_answer_text
+from .rewards import POLICY_SOURCE, format_reward
 
 logger = logging.getLogger(__name__)
 
 
 TEACHER_TOKEN_CACHE_SIZE = 4096  # solutions; at ~12 kB per 3k-token solution, about 50 MB at most
 
-# Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each (see the spec, section 4).
+# Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each: a teacher row did not come
+# from the sampler, so it has no sampling log-probs and no importance-sampling correction (ratio 1).
 # `ref_per_token_logps` is recomputed for teacher rows; widening pads every field with the value given here.
 _PER_TOKEN_FILL = {
     "completion_ids": None,  # pad token id, filled at run time
@@ -130,7 +133,15 @@ class AMPOTrainer(GRPOTrainer):
 }""",
     }
 
-    def __init__(self, model, reward_funcs=None, args: AMPOConfig | GRPOConfig | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: AMPOConfig | GRPOConfig | None = None,
+        train_dataset=None,
+        processing_class=None,
+        **kwargs,
+    ):
         if args is None:
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
             args = AMPOConfig(f"{model_name.split('/')[-1]}-AMPO")
@@ -145,61 +156,42 @@ class AMPOTrainer(GRPOTrainer):
                         "scored against the prompt tokens TRL builds itself. Set guidance_trigger='never' to train "
                         f"with `{unsupported}` (plain GRPO)."
                     )
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+            if train_dataset is not None:  # checked before the model loads: bad data fails in seconds
+                processing_class = processing_class or _default_processing_class(model, args)
+                _check_training_data(train_dataset, args, processing_class)
+        super().__init__(
+            model, reward_funcs, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
+        )
 
         self._last_gathered_rewards: torch.Tensor | None = None
         # Token ids of recently used teacher solutions (compact int32 arrays, least recently used dropped first).
         self._teacher_token_cache: OrderedDict[str, array] = OrderedDict()
         self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
-        self._ampo_totals: Counter = Counter()
         self._warned: set[str] = set()
         # Decisions of the latest generation batch (global row, group, teacher, score): identical on every process.
         self.last_guidance: list[dict] = []
         if self._ampo_guidance_enabled:
             if self._is_vlm:
-                raise ValueError(
-                    "AMPO guidance supports text-only models. Set guidance_trigger='never' to train a "
-                    "vision-language model with plain GRPO."
-                )
+                raise ValueError(_VLM_MESSAGE)
             self._correctness_index = self._resolve_correctness_reward()
-            if self.train_dataset is not None:
-                self._check_dataset(self.train_dataset)
 
     # ------------------------------------------------------------------------------------------------ set-up checks
     def _resolve_correctness_reward(self) -> int:
+        names = self.reward_func_names
         name = self.args.correctness_reward
         if name is None:
+            if names[0] == "format_reward":
+                raise ValueError(
+                    "The first reward function decides correctness (the adaptive trigger), but it is format_reward. "
+                    "Put the accuracy reward first or set correctness_reward."
+                )
             return 0
-        if name not in self.reward_func_names:
+        if name not in names:
             raise ValueError(
-                f"correctness_reward={name!r} is not one of the reward functions {self.reward_func_names}. Use the "
+                f"correctness_reward={name!r} is not one of the reward functions {names}. Use the "
                 "name of the function that returns 1 for a correct answer (e.g. 'accuracy_reward')."
             )
-        return self.reward_func_names.index(name)
-
-    def _check_dataset(self, dataset):
-        """Fail before training on a missing column or an unreadable pool; warn with counts for empty pools."""
-        columns = getattr(dataset, "column_names", None)
-        pool_column, answer_column = self.args.guidance_pool_column, self.args.answer_column
-        if columns is None:  # iterable dataset without known features: checked on each batch instead
-            return
-        for column, option in ((pool_column, "guidance_pool_column"), (answer_column, "answer_column")):
-            if column not in columns:
-                raise ValueError(
-                    f"The training dataset has no column '{column}' ({option}); its columns are {columns}. Add the "
-                    f"column, point {option} at the right one, or set guidance_trigger='never' for plain GRPO."
-                )
-        if isinstance(dataset, IterableDataset) or not isinstance(dataset, Sized):
-            return  # streaming: reading it here would download it (or never end); rows are checked as they come
-        # Fatal problems (unreadable pools, bad prompts) stop here with row, field and entry; the rest is counted.
-        report = validate_pool_dataset(dataset, pool_column=pool_column, answer_column=answer_column)
-        report.raise_if_fatal()
-        if report.num_warnings:
-            logger.warning(
-                "%s\nRows with an empty guidance pool cannot be guided: they are counted in ampo/empty_pool_groups "
-                "when they trigger.",
-                report.summary(),
-            )
+        return names.index(name)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -277,7 +269,6 @@ class AMPOTrainer(GRPOTrainer):
         metrics["ampo/replaced_row_fraction"].append(len(replacements) / rewards_per_func.size(0))
         for key in ("empty_pool_groups", "skipped_too_long", "skipped_empty_text"):
             metrics[f"ampo/{key}"].append(float(counts[key]))
-            self._ampo_totals[key] += counts[key]
         metrics["ampo/scoring_forwards"].append(float(counts["scoring_forwards"]))
         self._log_score_stats(scores_seen, [r.score for r in replacements if r.score is not None])
         self._warn_about_skips(counts)
@@ -372,8 +363,7 @@ class AMPOTrainer(GRPOTrainer):
         cached = self._teacher_token_cache.get(text)
         if cached is None:
             # The student's tokenizer and its EOS: a teacher row must look like a completion the student could sample.
-            # Special-token strings inside the text ("<|im_end|>" ...) stay plain text, never a mid-row EOS.
-            ids = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            (ids,) = encode_teacher_texts(self._tokenizer, [text])
             cached = array("i", [*ids, self._tokenizer.eos_token_id])
             self._teacher_token_cache[text] = cached
             if len(self._teacher_token_cache) > TEACHER_TOKEN_CACHE_SIZE:
@@ -525,7 +515,7 @@ class AMPOTrainer(GRPOTrainer):
         return gathered[: len(replacements)]  # shards are contiguous, so the gather restores the original order
 
     def _splice_teacher_rows(self, output, local_replacements: dict[int, _Replacement]):
-        """Write teacher tokens into this process's rows and patch every per-token field for them (spec, section 4)."""
+        """Write teacher tokens into this process's rows and patch every per-token field for them (see `_PER_TOKEN_FILL`)."""
         device = self.accelerator.device
         completion_ids = output["completion_ids"]
         num_rows, width = completion_ids.shape
@@ -755,3 +745,67 @@ def _to_ampo_config(args: GRPOConfig) -> AMPOConfig:
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(GRPOConfig) if f.init}
     values["steps_per_generation"] = None  # derived again from generation_batch_size by __post_init__
     return AMPOConfig(**values)
+
+
+_VLM_MESSAGE = (
+    "AMPO guidance supports text-only models. Set guidance_trigger='never' to train a vision-language model with "
+    "plain GRPO."
+)
+
+
+def _default_processing_class(model, args: AMPOConfig):
+    """The tokenizer `GRPOTrainer` would load for `model` (same call and options), loaded early so that the training
+    data can be checked before the model is."""
+    from transformers import AutoProcessor
+
+    if isinstance(model, str):
+        model_id, revision = model, (args.model_init_kwargs or {}).get("revision")
+    else:
+        model_id, revision = get_config_model_id(model.config), None
+    return AutoProcessor.from_pretrained(
+        model_id,
+        revision=revision,
+        truncation_side="left",
+        padding_side="left",
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _check_training_data(dataset, args: AMPOConfig, processing_class) -> None:
+    """The start-up check of the training data, run once, before the model loads: missing columns and unreadable
+    pools stop here with row, field and entry; teacher solutions are tokenized with the student's tokenizer and those
+    longer than `max_teacher_length` are counted with an example (the trainer skips them); other problems are counted
+    and logged once."""
+    if isinstance(processing_class, ProcessorMixin):
+        raise ValueError(_VLM_MESSAGE)
+    columns = getattr(dataset, "column_names", None)
+    pool_column, answer_column = args.guidance_pool_column, args.answer_column
+    if columns is None:  # iterable dataset without known features: rows are checked as they come
+        return
+    for column, option in ((pool_column, "guidance_pool_column"), (answer_column, "answer_column")):
+        if column not in columns:
+            raise ValueError(
+                f"The training dataset has no column '{column}' ({option}); its columns are {columns}. Add the "
+                f"column, point {option} at the right one, or set guidance_trigger='never' for plain GRPO."
+            )
+    if isinstance(dataset, IterableDataset) or not isinstance(dataset, Sized):
+        return  # streaming: reading it here would download it (or never end); rows are checked as they come
+    report = validate_pool_dataset(
+        dataset,
+        pool_column=pool_column,
+        answer_column=answer_column,
+        tokenizer=processing_class,
+        max_teacher_length=args.effective_max_teacher_length,
+    )
+    report.raise_if_fatal()
+    if report.stats.solutions == 0:
+        raise ValueError(
+            f"No training row has a teacher solution with text in '{pool_column}', so AMPO could never guide. "
+            "Check the pool column, or set guidance_trigger='never' for plain GRPO."
+        )
+    if report.num_warnings and args.process_index == 0:
+        logger.warning(
+            "%s\nRows with an empty guidance pool cannot be guided and over-long solutions are skipped; both are "
+            "also counted during training (ampo/empty_pool_groups, ampo/skipped_too_long).",
+            report.summary(),
+        )

@@ -9,21 +9,19 @@ GPU (vLLM), the paper's four teachers::
 
 CPU (transformers, the offline tiny model)::
 
-    python scripts/build_pool.py --questions questions.jsonl --backend transformers --max-tokens 16 --n 2 \\
+    python scripts/build_pool.py --questions questions.jsonl --backend transformers --max-new-tokens 16 --n 2 \\
         --teacher name=tiny-a,model=/path/to/tiny --output-dir /tmp/pool
 
-All options: ``python scripts/build_pool.py --help``; the pipeline is documented in ``ampo_trl/pool_builder.py`` and
+All options: ``python scripts/build_pool.py --help``; the pipeline is documented in ``ampo_trl/pool/builder.py`` and
 ``docs/data.md``.
 """
 
 import sys
 from pathlib import Path
 
-try:
-    from ampo_trl.pool_builder import main
-except ImportError:  # running from a checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ampo_trl.pool_builder import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+
+from ampo_trl.cli.build_pool import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main(prog="build_pool.py"))

@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout too
 
-from ampo_trl.scripts_utils import main  # noqa: E402
+from ampo_trl.cli.train import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

@@ -16,13 +16,13 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A saved tiny model + tokenizer directory, built once per test session."""
-    from ampo_trl.tiny import tiny_model_path
+    from ampo_trl.demo.tiny import tiny_model_path
 
     return str(tiny_model_path(cache_dir=tmp_path_factory.mktemp("tiny-cache")))
 
 
 @pytest.fixture
 def tiny_model_and_tokenizer():
-    from ampo_trl.tiny import build_tiny_model_and_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
     return build_tiny_model_and_tokenizer(seed=0)

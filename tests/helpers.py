@@ -9,7 +9,7 @@ from datasets import Dataset
 from trl import GRPOConfig
 
 from ampo_trl import AMPOConfig, AMPOTrainer
-from ampo_trl.tiny import build_tiny_model_and_tokenizer
+from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
 
 def exact_answer_reward(completions, answer, **kwargs):

@@ -2,8 +2,9 @@
 
 import pytest
 
-from ampo_trl.comprehension import build_scoring_sequence, cut_at_last_answer_tag, plan_scoring_chunks
-from ampo_trl.tiny import build_tiny_tokenizer
+from ampo_trl.answers import cut_at_last_answer_tag
+from ampo_trl.comprehension import build_scoring_sequence, plan_scoring_chunks
+from ampo_trl.demo.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

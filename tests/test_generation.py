@@ -14,7 +14,7 @@ from ampo_trl.generation import Generation, GenerationRequest, SamplingSettings,
 
 @pytest.fixture(scope="module")
 def tiny():
-    from ampo_trl.tiny import build_tiny_model_and_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
     return build_tiny_model_and_tokenizer(seed=0)
 
@@ -34,7 +34,7 @@ def user(text):
 
 
 def test_prompts_use_the_chat_template_with_its_kwargs_and_add_no_special_tokens():
-    from ampo_trl.tiny import build_tiny_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]

@@ -10,9 +10,9 @@ from trl import GRPOConfig, GRPOTrainer
 
 from ampo_trl import AMPOConfig, AMPOTrainer
 from ampo_trl.advantages import compute_advantages
+from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 from ampo_trl.guidance import comprehension_score
 from ampo_trl.pool import PoolFormatError
-from ampo_trl.tiny import build_tiny_model_and_tokenizer
 
 
 def _assert_batches_equal(first, second):

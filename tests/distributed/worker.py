@@ -15,7 +15,7 @@ import torch
 from datasets import Dataset
 
 from ampo_trl import AMPOConfig, AMPOTrainer
-from ampo_trl.tiny import build_tiny_model_and_tokenizer
+from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
 
 def solved_reward(completions, solved, answer, **kwargs):

@@ -8,20 +8,13 @@ from types import SimpleNamespace
 import pytest
 from datasets import Dataset
 
-from ampo_trl.pool import SYSTEM_PROMPT, export_sft_dataset, validate_pool_dataset
-from ampo_trl.pool_builder import (
-    Completion,
-    ManifestMismatchError,
-    TeacherSpec,
-    VLLMGenerator,
-    build_pool,
-    derive_seed,
-    load_questions,
-    load_teachers_file,
-    main,
-    parse_teacher,
-    read_generations,
-)
+from ampo_trl.answers import SYSTEM_PROMPT
+from ampo_trl.cli.build_pool import main
+from ampo_trl.generation import derive_seed
+from ampo_trl.pool import export_sft_dataset, validate_pool_dataset
+from ampo_trl.pool.builder import ManifestMismatchError, build_pool, read_generations
+from ampo_trl.pool.questions import load_questions
+from ampo_trl.pool.teachers import Completion, TeacherSpec, VLLMGenerator, load_teachers_file, parse_teacher
 
 
 @pytest.fixture(autouse=True)
@@ -265,8 +258,8 @@ def test_teacher_specs_from_the_command_line_and_from_a_file(tmp_path):
         parse_teacher("model=x,temprature=1")
     path = tmp_path / "teachers.yaml"
     path.write_text("- model: Qwen/Qwen3-8B\n  chat_template_kwargs: {enable_thinking: true}\n- model: a/b\n  n: 2\n")
-    loaded = load_teachers_file(path, defaults={"max_tokens": 100})
-    assert [(t.name, t.n, t.max_tokens, t.chat_template_kwargs) for t in loaded] == [
+    loaded = load_teachers_file(path, defaults={"max_new_tokens": 100})
+    assert [(t.name, t.n, t.max_new_tokens, t.chat_template_kwargs) for t in loaded] == [
         ("Qwen3-8B", 8, 100, {"enable_thinking": True}),
         ("b", 2, 100, {}),
     ]
@@ -347,7 +340,7 @@ class FakeSamplingParams:
 def test_vllm_path_with_a_stand_in_llm(tmp_path):
     FakeLLM.created = []
     questions, _ = load_questions(QUESTION_ROWS[:2])
-    distill = TeacherSpec(model="org/distill-7b", name="distill", n=2, max_tokens=64, seed=3,
+    distill = TeacherSpec(model="org/distill-7b", name="distill", n=2, max_new_tokens=64, seed=3,
                           llm_kwargs={"tensor_parallel_size": 2})  # fmt: skip
     qwen3 = TeacherSpec(model="Qwen/Qwen3-8B", n=2, chat_template_kwargs={"enable_thinking": True}, top_k=20)
     result = build_pool(
@@ -386,12 +379,12 @@ def test_vllm_backend_explains_how_to_install(monkeypatch):
 
 
 def test_transformers_backend_runs_the_tiny_model_on_cpu(tmp_path, tiny_model_dir):
-    from ampo_trl.tiny import tiny_model_path
+    from ampo_trl.demo.tiny import tiny_model_path
 
     second_seed = str(tiny_model_path(seed=1, cache_dir=tmp_path / "tiny-cache"))
     questions, _ = load_questions(QUESTION_ROWS[:2])
-    specs = [TeacherSpec(model=tiny_model_dir, name="tiny-0", n=2, max_tokens=6),
-             TeacherSpec(model=second_seed, name="tiny-1", n=2, max_tokens=6)]  # fmt: skip
+    specs = [TeacherSpec(model=tiny_model_dir, name="tiny-0", n=2, max_new_tokens=6),
+             TeacherSpec(model=second_seed, name="tiny-1", n=2, max_new_tokens=6)]  # fmt: skip
     result = build_pool(questions, specs, tmp_path / "out", backend="transformers", keep_unsolved=True, progress=False)
     assert len(result.dataset) == 2  # a random model solves nothing: kept as empty pools because keep_unsolved
     texts = {}

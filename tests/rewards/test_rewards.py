@@ -21,10 +21,13 @@ from ampo_trl.rewards import (
     gold_answers_from_kwargs,
     make_repetition_penalty_reward,
     multiple_choice_reward,
+    normalize,
     repetition_penalty_reward,
     resolve_reward_funcs,
+    verifier,
     verifier_stats,
     verify_answers,
+    worker_pool,
 )
 
 
@@ -38,6 +41,26 @@ def conversation(text: str) -> list[dict]:
 
 def stat_delta(before: dict, key: str) -> int:
     return verifier_stats()[key] - before[key]
+
+
+# A prediction containing this marker makes Math-Verify hang (sleep a minute), standing for a pathological input.
+SLEEP_MARKER = "<verifier-test-sleep>"
+SLOW_WORKER_BOOTSTRAP = (
+    "import sys, time; sys.path.insert(0, sys.argv[1]); "
+    "from ampo_trl.rewards import verifier; real = verifier._math_verify_match; "
+    f"verifier._math_verify_match = lambda p, g, l: time.sleep(60) if {SLEEP_MARKER!r} in p else real(p, g, l); "
+    "verifier.worker_main()"
+)
+
+
+@pytest.fixture
+def slow_workers(monkeypatch):
+    """Verifier workers that hang on `SLEEP_MARKER` (a fresh pool, replaced by a normal one afterwards)."""
+    worker_pool.shutdown_verifier_pool()
+    monkeypatch.setattr(worker_pool, "_WORKER_BOOTSTRAP", SLOW_WORKER_BOOTSTRAP)
+    yield
+    monkeypatch.undo()
+    worker_pool.shutdown_verifier_pool()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -451,7 +474,7 @@ def test_fast_path_skips_math_verify():
     assert stat_delta(before, "fast_path_matches") == 1
     assert stat_delta(before, "verified_in_pool") + stat_delta(before, "verified_in_process") == 0
     # Digits separated by a space are not merged ("1 2" is not "12"); Math-Verify decides instead.
-    assert not rewards._is_exact_match("1 2", "12")
+    assert not normalize.is_exact_match("1 2", "12")
 
 
 def test_identical_pairs_are_verified_once():
@@ -471,18 +494,15 @@ def test_batch_of_64_easy_answers_is_fast_after_warm_up():
     assert elapsed < 2.0, f"64 easy answers took {elapsed:.2f} s"
 
 
-def test_timeout_from_non_main_thread_scores_zero_and_pool_recovers(monkeypatch):
-    monkeypatch.setattr(rewards, "_test_sleep_seconds", 60.0)
-    monkeypatch.setenv(rewards.TIMEOUT_ENV_VAR, "1")
+def test_timeout_from_non_main_thread_scores_zero_and_pool_recovers(monkeypatch, slow_workers):
+    monkeypatch.setenv(verifier.TIMEOUT_ENV_VAR, "1")
     verify_answers(["2/3"], ["\\frac{2}{3}"])  # make sure the pool is up before timing
     before = verifier_stats()
     outcome = {}
 
     def score():
         start = time.monotonic()
-        outcome["rewards"] = accuracy_reward(
-            [tagged(rewards._TEST_SLEEP_MARKER), tagged("1/3")], answer=["1", "\\frac{1}{3}"]
-        )
+        outcome["rewards"] = accuracy_reward([tagged(SLEEP_MARKER), tagged("1/3")], answer=["1", "\\frac{1}{3}"])
         outcome["elapsed"] = time.monotonic() - start
 
     thread = threading.Thread(target=score)
@@ -507,14 +527,17 @@ def test_pathological_expression_is_cut_off():
 
 
 def test_in_process_switch_from_non_main_thread(monkeypatch):
-    monkeypatch.setattr(rewards, "_test_sleep_seconds", 60.0)
-    monkeypatch.setenv(rewards.IN_PROCESS_ENV_VAR, "1")
+    real = verifier._math_verify_match
+    monkeypatch.setattr(
+        verifier, "_math_verify_match", lambda p, g, limit: time.sleep(60) if SLEEP_MARKER in p else real(p, g, limit)
+    )
+    monkeypatch.setenv(verifier.IN_PROCESS_ENV_VAR, "1")
     before = verifier_stats()
     outcome = {}
 
     def score():
         start = time.monotonic()
-        outcome["verdicts"] = verify_answers([rewards._TEST_SLEEP_MARKER, "1/3"], ["1", "\\frac{1}{3}"], timeout=1.0)
+        outcome["verdicts"] = verify_answers([SLEEP_MARKER, "1/3"], ["1", "\\frac{1}{3}"], timeout=1.0)
         outcome["elapsed"] = time.monotonic() - start
 
     thread = threading.Thread(target=score)
@@ -535,8 +558,8 @@ def test_in_process_main_thread_uses_math_verify_limit():
 
 def test_pool_start_failure_falls_back_to_in_process_and_warns_once(monkeypatch):
     rewards.shutdown_verifier_pool()
-    monkeypatch.setattr(rewards, "_WORKER_BOOTSTRAP", "import sys; sys.exit(3)")
-    monkeypatch.setattr(rewards, "_FALLBACK_WARNED", False)
+    monkeypatch.setattr(worker_pool, "_WORKER_BOOTSTRAP", "import sys; sys.exit(3)")
+    monkeypatch.setattr(verifier, "_FALLBACK_WARNED", False)
     before = verifier_stats()
     try:
         with pytest.warns(RuntimeWarning, match="worker pool unavailable"):

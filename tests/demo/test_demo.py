@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from ampo_trl import demo
-from ampo_trl.demo import DemoTask, Problem, WarmupSettings, exact_answer_reward
+from ampo_trl.demo import run as demo_run
+from ampo_trl.demo import task as demo_task
+from ampo_trl.demo import warmup as demo_warmup
+from ampo_trl.demo.task import AdditionProblem as Problem
+from ampo_trl.demo.task import DemoTask, exact_answer_reward
+from ampo_trl.demo.warmup import WarmupSettings
 from ampo_trl.rewards import format_reward
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_task_split_is_deterministic_disjoint_and_labelled():
@@ -28,14 +32,14 @@ def test_task_split_is_deterministic_disjoint_and_labelled():
 
 def test_teachers_are_correct_formatted_and_distinct():
     problems = [Problem(a, b) for a in range(10, 100, 7) for b in range(10, 100, 9)]
-    for name, teacher in demo.TEACHERS.items():
+    for name, teacher in demo_task.TEACHERS.items():
         texts = [teacher(p) for p in problems]
         assert exact_answer_reward(texts, [p.answer for p in problems]) == [1.0] * len(problems), name
         assert format_reward(texts) == [1.0] * len(problems), name
-    assert demo.column_solution(Problem(37, 25)) == "7+5=12, carry 1. 3+2+1=6. <answer>62</answer>"
-    assert demo.column_solution(Problem(41, 52)) == "1+2=3. 4+5=9. <answer>93</answer>"
-    assert demo.tens_first_solution(Problem(95, 47)) == "90+40=130, 5+7=12, 130+12=142. <answer>142</answer>"
-    assert demo.terse_solution(Problem(95, 47)) == "<answer>142</answer>"
+    assert demo_task.column_solution(Problem(37, 25)) == "7+5=12, carry 1. 3+2+1=6. <answer>62</answer>"
+    assert demo_task.column_solution(Problem(41, 52)) == "1+2=3. 4+5=9. <answer>93</answer>"
+    assert demo_task.tens_first_solution(Problem(95, 47)) == "90+40=130, 5+7=12, 130+12=142. <answer>142</answer>"
+    assert demo_task.terse_solution(Problem(95, 47)) == "<answer>142</answer>"
 
 
 def test_exact_answer_reward():
@@ -46,7 +50,7 @@ def test_exact_answer_reward():
 def test_train_rows_are_a_valid_pool_dataset():
     from ampo_trl.pool import validate_pool_dataset
 
-    rows = demo.train_rows(DemoTask(eval_problems=20), num_prompts=400, hard_fraction=0.5, seed=1)
+    rows = demo_task.train_rows(DemoTask(eval_problems=20), num_prompts=400, hard_fraction=0.5, seed=1)
     report = validate_pool_dataset(rows)
     assert report.ok, report.summary()
     hard = sum(row["difficulty"] == "hard" for row in rows)
@@ -58,11 +62,11 @@ def test_train_rows_are_a_valid_pool_dataset():
 
 def test_warmup_is_cached_by_settings(tmp_path):
     settings = WarmupSettings(steps=3, batch_size=8, eval_problems=20)
-    path, cached = demo.warmed_up_model_path(settings, cache_dir=tmp_path)
+    path, cached = demo_warmup.warmed_up_model_path(settings, cache_dir=tmp_path)
     assert not cached and (path / "config.json").is_file() and (path / "demo_warmup.json").is_file()
-    again, cached = demo.warmed_up_model_path(settings, cache_dir=tmp_path)
+    again, cached = demo_warmup.warmed_up_model_path(settings, cache_dir=tmp_path)
     assert cached and again == path
-    other, cached = demo.warmed_up_model_path(WarmupSettings(steps=4, batch_size=8, eval_problems=20), tmp_path)
+    other, cached = demo_warmup.warmed_up_model_path(WarmupSettings(steps=4, batch_size=8, eval_problems=20), tmp_path)
     assert not cached and other != path
 
 
@@ -71,7 +75,7 @@ def _solution_nll(model, tokenizer, problems):
 
     total, count = 0.0, 0
     for problem in problems:
-        prompt_ids, completion_ids = demo._encode(tokenizer, problem, demo.column_solution(problem), None)
+        prompt_ids, completion_ids = demo_warmup._encode(tokenizer, problem, demo_task.column_solution(problem), None)
         ids = torch.tensor([prompt_ids + completion_ids])
         with torch.no_grad():
             logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
@@ -83,11 +87,11 @@ def _solution_nll(model, tokenizer, problems):
 def test_warmup_learns_the_student_style():
     """The supervised warm-up lowers the loss of column-style solutions (the demo's real warm-up, 200 steps at
     batch 64, reaches ~100% on held-out easy problems; see docs/demo.md)."""
-    from ampo_trl.tiny import build_tiny_model_and_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
     problems = DemoTask(eval_problems=20).eval_easy[:8]
     untrained, tokenizer = build_tiny_model_and_tokenizer(seed=0)
-    model, _ = demo.supervised_warmup(WarmupSettings(steps=30, batch_size=16, eval_problems=20), log_every=0)
+    model, _ = demo_warmup.supervised_warmup(WarmupSettings(steps=30, batch_size=16, eval_problems=20), log_every=0)
     assert _solution_nll(model, tokenizer, problems) < 0.6 * _solution_nll(untrained, tokenizer, problems)
 
 
@@ -103,13 +107,13 @@ def test_history_stats_and_plot(tmp_path):
          "ampo/replaced_rows": 0.0},
         {"step": 40, "train_runtime": 12.0},
     ]  # fmt: skip
-    stats = demo.history_stats(history)
+    stats = demo_run.history_stats(history)
     assert stats["teachers_chosen"] == pytest.approx({"column": 0.9, "terse": 0.1})
     assert stats["all_fail_fraction_first_quarter"] == 0.8 and stats["all_fail_fraction_last_quarter"] == 0.4
     assert stats["replaced_row_fraction"] == pytest.approx(0.1)
-    path = demo.plot_history(history, tmp_path / "plot.png", title="test")
+    path = demo_run.plot_history(history, tmp_path / "plot.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    grpo = demo.plot_history([{"step": 1, "reward": 0.1, "entropy": 1.0}], tmp_path / "grpo.png")
+    grpo = demo_run.plot_history([{"step": 1, "reward": 0.1, "entropy": 1.0}], tmp_path / "grpo.png")
     assert grpo.stat().st_size > 1000
 
 
@@ -119,7 +123,7 @@ def test_sampled_pad_tokens_stay_inside_the_loss_mask(tmp_path):
     tiny tokenizer's pad (<|endoftext|>) is not an EOS, so sampled pads are trained on like any token."""
     from helpers import addition_rows, generate, make_trainer
 
-    from ampo_trl.tiny import build_tiny_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     pad, seven = tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("7")
@@ -138,7 +142,7 @@ def test_sampled_pad_tokens_stay_inside_the_loss_mask(tmp_path):
 
 @pytest.mark.parametrize("recipe", ["ampo_cpu.yaml", "grpo_cpu.yaml"])
 def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
-    from ampo_trl.scripts_utils import main
+    from ampo_trl.cli.train import main
 
     monkeypatch.setenv("AMPO_TRL_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
@@ -170,7 +174,7 @@ def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
 
 
 def test_demo_refuses_other_models(tmp_path, monkeypatch):
-    from ampo_trl.scripts_utils import main
+    from ampo_trl.cli.train import main
 
     monkeypatch.setenv("AMPO_TRL_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ValueError, match="model_name_or_path: tiny"):

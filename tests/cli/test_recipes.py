@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ampo_trl.scripts_utils import (
-    AMPOScriptArguments,
-    SFTScriptArguments,
-    config_fields,
-    make_parser,
-    make_sft_parser,
-    plan_from_mapping,
-    resolve_rewards,
-)
+from ampo_trl.cli.arguments import AMPOScriptArguments, SFTScriptArguments, config_fields, make_parser, make_sft_parser
+from ampo_trl.cli.batching import plan_from_mapping
+from ampo_trl.cli.checks import resolve_rewards
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").rglob("*.yaml"))
 PAPER_DIRS = ("qwen2.5-7b-instruct", "qwen2.5-1.5b-instruct")
 

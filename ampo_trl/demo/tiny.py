@@ -20,7 +20,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..answers import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -30,7 +35,7 @@ CHAT_TEMPLATE = (
 )
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-TAG_TOKENS = ["<answer>", "</answer>", "<think>", "</think>"]
+TAG_TOKENS = [ANSWER_OPEN, ANSWER_CLOSE, THINK_OPEN, THINK_CLOSE]
 
 DEFAULT_MODEL_CONFIG: dict[str, Any] = {
     "hidden_size": 128,
@@ -43,7 +48,7 @@ DEFAULT_MODEL_CONFIG: dict[str, Any] = {
 }
 
 
-def build_tiny_tokenizer():
+def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A byte-level tokenizer without merges, with a chat template, pad and EOS (no network, < 1 s)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import AddedToken, PreTrainedTokenizerFast
@@ -70,7 +75,7 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(tokenizer, seed: int = 0, **config_overrides):
+def build_tiny_model(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **config_overrides) -> Qwen2ForCausalLM:
     """A randomly initialised tiny `Qwen2ForCausalLM` matching `tokenizer` (deterministic for a given seed)."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
@@ -92,7 +97,9 @@ def build_tiny_model(tokenizer, seed: int = 0, **config_overrides):
     return model
 
 
-def build_tiny_model_and_tokenizer(seed: int = 0, **config_overrides):
+def build_tiny_model_and_tokenizer(
+    seed: int = 0, **config_overrides
+) -> tuple[Qwen2ForCausalLM, PreTrainedTokenizerFast]:
     """Return `(model, tokenizer)`: the tiny model of this module, built in memory."""
     tokenizer = build_tiny_tokenizer()
     return build_tiny_model(tokenizer, seed=seed, **config_overrides), tokenizer

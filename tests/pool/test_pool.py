@@ -10,8 +10,9 @@ import pytest
 from datasets import Dataset
 from helpers import shared_benchmark_dir
 
+from ampo_trl.answers import SYSTEM_PROMPT
+from ampo_trl.cli.pool import main as pool_cli
 from ampo_trl.pool import (
-    SYSTEM_PROMPT,
     PoolFormatError,
     TeacherSolution,
     detect_pool_format,
@@ -22,7 +23,6 @@ from ampo_trl.pool import (
     to_canonical,
     validate_pool_dataset,
 )
-from ampo_trl.pool_cli import main as pool_cli
 
 BENCHMARKS = shared_benchmark_dir()
 TRAIN_VALIDATION = BENCHMARKS / "train_validation.parquet"
@@ -149,14 +149,14 @@ def test_token_lengths_and_too_long_use_the_students_tokenizer(tiny_model_and_to
     # byte-level tokenizer: one token per byte, tags are single tokens, + EOS -> "abc<answer>1</answer>" = 7
     rows = [good_row(0, teacher_solutions=[{"teacher": "a", "text": "abc<answer>1</answer>"}])]
     rows.append(good_row(1, teacher_solutions=[{"teacher": "a", "text": "abcd<answer>2</answer>"}]))
-    report = validate_pool_dataset(rows, tokenizer=tokenizer, max_tokens=7)
+    report = validate_pool_dataset(rows, tokenizer=tokenizer, max_teacher_length=7)
     assert [(p.row_index, p.field) for p in report.problems("too_long")] == [(1, "teacher_solutions[0].text")]
-    assert "8 tokens with EOS, more than max_tokens=7" in report.problems("too_long")[0].message
+    assert "8 tokens with EOS, more than max_teacher_length=7" in report.problems("too_long")[0].message
     assert report.stats.token_length_percentiles["min"] == 7 and report.stats.token_length_percentiles["max"] == 8
     assert report.stats.per_teacher["a"]["tokens_p50"] == 7.5
     assert validate_pool_dataset(rows, tokenizer=tokenizer).warning_counts == {}  # no limit: lengths only
-    with pytest.raises(ValueError, match="max_tokens needs a tokenizer"):
-        validate_pool_dataset(rows, max_tokens=7)
+    with pytest.raises(ValueError, match="max_teacher_length needs a tokenizer"):
+        validate_pool_dataset(rows, max_teacher_length=7)
 
 
 def test_check_answers_verifies_each_solution(monkeypatch):
@@ -457,7 +457,7 @@ def test_cli_validate_convert_and_export(tmp_path, capsys):
 
 
 def test_validator_warns_about_special_token_strings_in_solutions():
-    from ampo_trl.tiny import build_tiny_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_tokenizer
 
     rows = [
         {
@@ -467,7 +467,7 @@ def test_validator_warns_about_special_token_strings_in_solutions():
         },
         {"prompt": "q", "answer": "1", "teacher_solutions": [{"teacher": "a", "text": "clean <answer>1</answer>"}]},
     ]
-    report = validate_pool_dataset(rows, tokenizer=build_tiny_tokenizer(), max_tokens=100)
+    report = validate_pool_dataset(rows, tokenizer=build_tiny_tokenizer(), max_teacher_length=100)
     problems = report.problems("special_token_text")
     assert [problem.row_index for problem in problems] == [0]
     assert "<|im_end|>" in problems[0].message

@@ -1,13 +1,13 @@
 """``ampo-pool``: inspect, check, convert, export and build guidance pools from the command line.
 
-Run as ``ampo-pool <command>`` (console script) or ``python -m ampo_trl.pool_cli <command>``:
+Run as ``ampo-pool <command>`` (console script) or ``python -m ampo_trl.cli.pool <command>``:
 
 * ``stats DATASET``: counts per teacher, pool-size histogram, length percentiles (characters, and tokens with
   ``--tokenizer``), format problems; ``--png FILE`` also draws the histograms, ``--json`` prints the numbers;
 * ``validate DATASET``: the problems `ampo_trl.pool.validate_pool_dataset` finds; exit status 1 on fatal ones;
 * ``convert DATASET OUTPUT.parquet``: official AMPO / LUFFY / solutions-JSONL data -> the canonical schema;
 * ``export-sft DATASET OUTPUT.parquet``: (question, solution) pairs in TRL's conversational SFT format;
-* ``build ...``: `ampo_trl.pool_builder` (same options as ``scripts/build_pool.py``).
+* ``build ...``: `ampo_trl.pool.builder` (same options as ``scripts/build_pool.py``).
 
 ``DATASET`` is a local ``.parquet`` / ``.jsonl`` / ``.json`` / ``.csv`` file, a ``save_to_disk`` directory or a hub
 dataset id; recognised non-canonical formats are converted on the fly (`ampo_trl.pool.load_pool_dataset`).
@@ -19,22 +19,21 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from .pool import (
+from ..answers import SYSTEM_PROMPT
+from ..pool import (
     DEFAULT_ANSWER_COLUMN,
     DEFAULT_POOL_COLUMN,
     DEFAULT_PROMPT_COLUMN,
-    SYSTEM_PROMPT,
     PoolReport,
-    _rows_to_dataset,
     detect_pool_format,
     export_sft_dataset,
-    format_table,
-    load_table,
-    read_rows,
     to_canonical,
     validate_pool_dataset,
 )
+from ..records import column_values, load_table, read_records, rows_to_dataset
+from ..reporting import format_table
 
 
 def _add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +48,7 @@ def _load(args):
     """The dataset (read once) converted to the canonical columns when it is in another known format, and the
     format it was found in."""
     if args.dataset.endswith((".jsonl", ".json")):
-        raw = read_rows(args.dataset)
+        raw = read_records(args.dataset)
         names = list(dict.fromkeys(name for row in raw for name in row))
     else:
         raw = load_table(args.dataset, split=args.split)
@@ -64,7 +63,7 @@ def _load(args):
             prompt_column=args.prompt_column,
         )
     elif isinstance(raw, list):
-        dataset = _rows_to_dataset(raw)
+        dataset = rows_to_dataset(raw)
     else:
         dataset = raw
     return dataset, source_format
@@ -82,7 +81,7 @@ def _validate(args, dataset) -> PoolReport:
         answer_column=args.answer_column,
         prompt_column=args.prompt_column,
         tokenizer=tokenizer,
-        max_tokens=getattr(args, "max_tokens", None),
+        max_teacher_length=getattr(args, "max_teacher_length", None),
         check_answers=getattr(args, "check_answers", False),
     )
 
@@ -131,17 +130,17 @@ def stats_text(report: PoolReport, title: str) -> str:
     return "\n".join(parts)
 
 
-def save_histogram_png(report: PoolReport, dataset, pool_column: str, path: str) -> None:
+def save_histogram_png(report: PoolReport, dataset: Any, pool_column: str, path: str) -> None:
     """Two panels: pool-size histogram and per-teacher solution-length (characters) histograms."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .pool import _column_values, parse_pool
+    from ..pool import parse_pool
 
     lengths: dict[str, list[int]] = {}
-    for pool in _column_values(dataset, pool_column):
+    for pool in column_values(dataset, pool_column):
         try:
             solutions = parse_pool(pool)
         except ValueError:
@@ -169,7 +168,7 @@ def save_histogram_png(report: PoolReport, dataset, pool_column: str, path: str)
     plt.close(figure)
 
 
-def cmd_stats(args) -> int:
+def cmd_stats(args: argparse.Namespace) -> int:
     dataset, source_format = _load(args)
     report = _validate(args, dataset)
     if args.json:
@@ -194,7 +193,7 @@ def cmd_stats(args) -> int:
     return 0
 
 
-def cmd_validate(args) -> int:
+def cmd_validate(args: argparse.Namespace) -> int:
     dataset, _ = _load(args)
     report = _validate(args, dataset)
     print(report.summary())
@@ -207,7 +206,7 @@ def cmd_validate(args) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_convert(args) -> int:
+def cmd_convert(args: argparse.Namespace) -> int:
     dataset = load_table(args.dataset, split=args.split) if not args.dataset.endswith((".jsonl", ".json")) else None
     system_prompt = SYSTEM_PROMPT if args.paper_system_prompt else args.system_prompt
     kwargs = dict(
@@ -222,7 +221,7 @@ def cmd_convert(args) -> int:
         return_counts=True,
     )
     if dataset is None:
-        dataset = read_rows(args.dataset)
+        dataset = read_records(args.dataset)
     converted, counts = to_canonical(dataset, **kwargs)
     converted.to_parquet(args.output)
     details = ", ".join(f"{key}: {value}" for key, value in sorted(counts.items()))
@@ -232,7 +231,7 @@ def cmd_convert(args) -> int:
     return 0 if report.ok else 1
 
 
-def cmd_export_sft(args) -> int:
+def cmd_export_sft(args: argparse.Namespace) -> int:
     dataset, _ = _load(args)
     system_prompt = SYSTEM_PROMPT if args.paper_system_prompt else args.system_prompt
     sft, counts = export_sft_dataset(
@@ -263,7 +262,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="per-teacher counts, pool sizes, lengths, format problems")
     _add_dataset_arguments(stats)
     stats.add_argument("--tokenizer", default=None, help="also count tokens with this tokenizer (path or hub id)")
-    stats.add_argument("--max-tokens", type=int, default=None, help="with --tokenizer: report longer solutions")
+    stats.add_argument(
+        "--max-teacher-length",
+        type=int,
+        default=None,
+        help="with --tokenizer: report solutions longer than this many tokens (EOS included), which the trainer skips",
+    )
     stats.add_argument("--png", default=None, help="write pool-size and length histograms to this PNG")
     stats.add_argument("--json", action="store_true", help="print the statistics as JSON")
     stats.set_defaults(func=cmd_stats)
@@ -271,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="list format problems; exit 1 on fatal ones")
     _add_dataset_arguments(validate)
     validate.add_argument("--tokenizer", default=None)
-    validate.add_argument("--max-tokens", type=int, default=None)
+    validate.add_argument("--max-teacher-length", type=int, default=None)
     validate.add_argument("--check-answers", action="store_true", help="verify every solution against the answer")
     validate.add_argument("--show-warnings", action="store_true", help="list warnings too, not only errors")
     validate.add_argument("--max-listed", type=int, default=50)
@@ -305,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "build":
-        from .pool_builder import main as build_main
+        from .build_pool import main as build_main
 
         return build_main(argv[1:], prog="ampo-pool build")
     parser = build_parser()
@@ -313,5 +317,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return args.func(args)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+if __name__ == "__main__":
+    sys.exit(main())

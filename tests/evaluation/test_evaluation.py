@@ -20,10 +20,10 @@ import pytest
 from helpers import shared_benchmark_dir
 
 from ampo_trl import evaluation as ev
+from ampo_trl.answers import SYSTEM_PROMPT
 from ampo_trl.evaluation import (
     AMPOEvalCallback,
     EvalSettings,
-    Generation,
     benchmark_metrics,
     canonical_benchmark,
     load_benchmark,
@@ -31,8 +31,9 @@ from ampo_trl.evaluation import (
     pass_at_k,
     score_responses,
 )
+from ampo_trl.generation import Generation
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "evaluate.py"
 
 
@@ -56,7 +57,7 @@ def benchmark_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from ampo_trl.tiny import build_tiny_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_tokenizer
 
     return build_tiny_tokenizer()
 
@@ -253,7 +254,7 @@ def test_resolution_errors_name_the_directory_and_fix(benchmark_dir, tmp_path):
     with pytest.raises(ValueError, match="no gold-answer column.*reward_model"):
         load_benchmark(bad)
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{oops\n')
-    with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    with pytest.raises(ValueError, match="line 2: not valid JSON"):
         load_benchmark(bad)
 
 
@@ -368,12 +369,12 @@ def test_system_prompt_replaces_stored_one(benchmark_dir):
     assert [m["role"] for m in messages] == ["system", "user"]
     assert (
         messages[0]["content"]
-        == ev.SYSTEM_PROMPT
+        == SYSTEM_PROMPT
         == (
             "You are a helpful assistant. Please reason step by step to solve the problem and put the final answer "
             "within the <answer> </answer> tags."
         )
-    )  # spec section 2, verbatim
+    )  # the paper's system prompt, verbatim
     assert messages[1] == problem.messages[1]
     assert ev.build_messages(problem.messages, None) == problem.messages
     assert [m["role"] for m in ev.build_messages(problem.messages, "")] == ["user"]
@@ -415,7 +416,7 @@ def test_evaluate_pipeline_expands_repeats_and_computes_exact_metrics(benchmark_
     output = ev.evaluate(backend, sets, EvalSettings(num_samples=2), label="scripted")
     # 32 repeated rows x 2 samples for the AIME problem, 2 for the MATH-500 one.
     assert sorted(r.num_samples for r in backend.requests) == [2, 64]
-    assert ev.SYSTEM_PROMPT in tokenizer.decode(backend.requests[0].prompt_ids)
+    assert SYSTEM_PROMPT in tokenizer.decode(backend.requests[0].prompt_ids)
     results = output.results
     aime, math500 = results["benchmarks"]["aime24"], results["benchmarks"]["math500"]
     assert aime["metric"] == "avg@64" and aime["accuracy"] == pytest.approx(0.5)
@@ -493,16 +494,16 @@ def assert_png_has_content(path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Backends: ampo_trl.generation (tested in test_generation.py), re-exported here
+# Backends: ampo_trl.generation (tested in test_generation.py), used by the evaluator
 # ----------------------------------------------------------------------------------------------------------
 
 
 def test_backends_are_the_shared_ones_and_seed_per_problem(benchmark_dir, tokenizer):
     from ampo_trl import generation
+    from ampo_trl.evaluation import runner
 
-    for name in ("Generation", "GenerationRequest", "SamplingSettings", "TransformersBackend", "VLLMBackend",
-                 "make_backend", "DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "DEFAULT_MAX_NEW_TOKENS"):  # fmt: skip
-        assert getattr(ev, name) is getattr(generation, name) and name in ev.__all__
+    for name in ("GenerationRequest", "SamplingSettings", "render_prompt_ids", "DEFAULT_TEMPERATURE"):
+        assert getattr(runner, name) is getattr(generation, name)  # the evaluator samples with the shared backends
     sets = load_benchmarks(["math6"], benchmark_dir=benchmark_dir, select=["aime24"], max_problems=2)
     backend = ScriptedBackend(tokenizer, {"": ["x"]})
     ev.evaluate(backend, sets, EvalSettings(num_samples=1, seed=7, expand_repeats=False))
@@ -538,7 +539,7 @@ def test_cli_end_to_end_on_tiny_model(benchmark_dir, tiny_model_dir, tmp_path):
         assert 0 < b["mean_length"] <= 16 and set(b["pass_at_k"]) == {"1", "2"}
     settings = results["settings"]
     assert (settings["temperature"], settings["top_p"], settings["max_new_tokens"]) == (0.6, 1.0, 16)
-    assert settings["system_prompt"] == ev.SYSTEM_PROMPT and settings["backend"]["backend"] == "transformers"
+    assert settings["system_prompt"] == SYSTEM_PROMPT and settings["backend"]["backend"] == "transformers"
     assert results["data"]["skipped_rows_total"] == 0
     lines = (out / "generations.jsonl").read_text().splitlines()
     assert len(lines) == 12
@@ -610,7 +611,7 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     from ampo_trl.evaluation import AMPOEvalCallback
-    from ampo_trl.tiny import build_tiny_model_and_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
     model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
     model.train()

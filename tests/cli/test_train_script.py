@@ -12,10 +12,13 @@ import pytest
 import yaml
 from datasets import Dataset
 
-from ampo_trl import scripts_utils
-from ampo_trl.scripts_utils import AMPOScriptArguments, batch_plan, load_training_dataset, main, parse_args
+from ampo_trl.cli import checks
+from ampo_trl.cli.arguments import AMPOScriptArguments, parse_args
+from ampo_trl.cli.batching import batch_plan
+from ampo_trl.cli.data import load_training_dataset
+from ampo_trl.cli.train import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 TEACHERS = ("AceReason", "R1-Distill", "Qwen3")
 
@@ -98,15 +101,14 @@ def write_recipe(tmp_path, name="recipe.yaml", **values):
 
 @pytest.fixture
 def no_model_loading(monkeypatch):
-    """Any attempt to build the trainer or load a model fails the test: errors must come before that."""
+    """Any attempt to load a model fails the test: errors must come before that."""
     import transformers
-
-    from ampo_trl import trainer as trainer_module
+    from trl.trainer import grpo_trainer
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a model was loaded before the bad input was reported")
 
-    monkeypatch.setattr(trainer_module.AMPOTrainer, "__init__", forbidden)
+    monkeypatch.setattr(grpo_trainer, "create_model_from_path", forbidden)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", forbidden)
 
 
@@ -220,7 +222,7 @@ def test_pool_teachers_keeps_only_the_named_teachers(ampo_parquet):
 
 
 def test_max_prompt_length_drops_long_prompts(tmp_path):
-    from ampo_trl.tiny import build_tiny_tokenizer
+    from ampo_trl.demo.tiny import build_tiny_tokenizer
 
     rows = ampo_rows(4)
     rows[1]["prompt"][1]["content"] = "x" * 300
@@ -244,7 +246,7 @@ def test_missing_pool_column_is_reported_before_the_model_loads(tmp_path, no_mod
     path = tmp_path / "no_pool.jsonl"
     path.write_text("\n".join(json.dumps({"prompt": f"{i}+1", "answer": str(i + 1)}) for i in range(4)))
     recipe = write_recipe(tmp_path, dataset_name=str(path))
-    with pytest.raises(ValueError, match="needs the column 'teacher_solutions'.*guidance_trigger: never"):
+    with pytest.raises(ValueError, match="no column 'teacher_solutions'.*guidance_trigger='never'"):
         main(["--config", str(recipe)])
 
 
@@ -302,7 +304,7 @@ def test_logger_that_is_not_installed_is_reported(tmp_path, ampo_parquet, no_mod
     recipe = write_recipe(tmp_path, dataset_name=str(ampo_parquet), report_to="wandb")
     with pytest.raises(ValueError, match=r"report_to asks for \['wandb'\].*pip install wandb"):
         main(["--config", str(recipe)])
-    assert scripts_utils.check_report_to("none") == [] and scripts_utils.check_report_to(["none"]) == []
+    assert checks.check_report_to("none") == [] and checks.check_report_to(["none"]) == []
 
 
 def test_no_dataset_is_reported(tmp_path, no_model_loading):
@@ -336,7 +338,8 @@ def test_command_line_overrides_the_recipe(tmp_path, ampo_parquet):
 
 
 def test_sft_export_from_the_pool(tmp_path, ampo_parquet):
-    from ampo_trl.scripts_utils import SFTScriptArguments, load_sft_dataset
+    from ampo_trl.cli.arguments import SFTScriptArguments
+    from ampo_trl.cli.data import load_sft_dataset
 
     dataset = load_sft_dataset(SFTScriptArguments(dataset_name=str(ampo_parquet), use_ampo_system_prompt=True))
     assert len(dataset) == 8 * 3  # every (question, teacher solution) pair
@@ -345,7 +348,7 @@ def test_sft_export_from_the_pool(tmp_path, ampo_parquet):
 
 
 def test_sft_script_runs_on_the_tiny_model(tmp_path, ampo_parquet):
-    from ampo_trl.scripts_utils import sft_main
+    from ampo_trl.cli.train_sft import sft_main
 
     out = tmp_path / "sft"
     trainer = sft_main(
@@ -362,8 +365,11 @@ def test_sft_script_runs_on_the_tiny_model(tmp_path, ampo_parquet):
     assert "## Training recipe" in card and "scripts/train_sft.py" in card and "ampo-sft" in card
 
 
-def test_dataset_from_memory_passes_validation(tmp_path):
+def test_dataset_from_memory_passes_validation(tmp_path, tiny_model_dir, no_model_loading):
+    from ampo_trl import AMPOTrainer
+
     dataset = Dataset.from_list([{"prompt": "1+1", "answer": "2", "teacher_solutions": []}])
     _, training_args, *_ = parse_args(["--config", str(write_recipe(tmp_path)), "--dataset_name", "unused"])
-    with pytest.raises(ValueError, match="No training row has a usable teacher solution"):
-        scripts_utils.validate_setup(dataset, scripts_utils.resolve_rewards(["accuracy"]), None, training_args)
+    assert checks.validate_setup(dataset, checks.resolve_rewards(["accuracy"]), None, training_args) is not None
+    with pytest.raises(ValueError, match="No training row has a teacher solution with text"):
+        AMPOTrainer(tiny_model_dir, checks.resolve_rewards(["accuracy"]), args=training_args, train_dataset=dataset)
