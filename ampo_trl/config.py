@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k")
+GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k", "every_group")
 GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
 COMPREHENSION_MEANS = ("geometric", "arithmetic")
 COMPREHENSION_BACKENDS = ("trainer", "vllm_server")
@@ -39,7 +39,8 @@ class AMPOConfig(GRPOConfig):
             its completions is correct; `"always"`: replace failed rows in every group (the paper's "w/o adaptive"
             ablation); `"never"`: plain GRPO; `"hybrid"` (released code option): `"all_fail"` plus, with probability
             `hybrid_trigger_probability`, any group with a failed row; `"adaptive_k"` (released code option): guide
-            groups where fewer than half the rows are correct and replace enough failed rows to approach a 1:1 mix.
+            groups where fewer than half the rows are correct and replace enough failed rows to approach a 1:1 mix;
+            `"every_group"` (LUFFY-style baseline): replace `num_replacements` rows, correct or not, in every group.
         num_replacements (`int`, defaults to `2`): k, the number of failed rows replaced in a guided group
             (k' = min(k, pool size, failed rows)).
         hybrid_trigger_probability (`float`, defaults to `0.3`).
@@ -94,7 +95,8 @@ class AMPOConfig(GRPOConfig):
             "'always': replace failed rows in every group (the paper's 'w/o adaptive' ablation). 'never': plain GRPO. "
             "'hybrid' (released code option): 'all_fail' plus, with probability hybrid_trigger_probability, any "
             "group with a failed row. 'adaptive_k' (released code option): groups where fewer than half the rows "
-            "are correct, replacing enough failed rows to approach a 1:1 correct/incorrect mix.",
+            "are correct, replacing enough failed rows to approach a 1:1 correct/incorrect mix. 'every_group' "
+            "(LUFFY-style baseline): replace num_replacements rows, correct or not, in every group.",
             "choices": list(GUIDANCE_TRIGGERS),
         },
     )

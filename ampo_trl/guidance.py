@@ -16,8 +16,11 @@ usable pool size):
 * ``adaptive_k`` (released code option): c < G / 2      -> max(1, floor((f - c) / 2)), which makes the group's
   correct/incorrect mix as close to 1:1 as possible
 * ``never``:                 never                      -> 0
+* ``every_group`` (LUFFY-style baseline): every group  -> min(k, G - 1), correct rows included: a fixed share of
+  every group is off-policy, as in LUFFY's mixed-policy GRPO
 
-Replaced rows are drawn uniformly at random among the failed rows. Teacher solutions are ranked by
+Replaced rows are drawn uniformly at random among the failed rows (`replaceable_rows`; among all rows for
+``every_group``). Teacher solutions are ranked by
 
 * ``comprehension`` (paper): score descending, then token length ascending (shorter wins ties), then pool order;
 * ``shortest`` (r_length ablation): token length ascending, then pool order;
@@ -90,10 +93,19 @@ def requested_replacements(
             raise ValueError("trigger 'hybrid' needs one uniform draw per group (hybrid_draws).")
         guided = (num_correct == 0) | ((num_failed > 0) & (hybrid_draws < hybrid_probability))
         return torch.where(guided, capped_k, torch.zeros_like(capped_k))
+    if trigger == "every_group":
+        return torch.full_like(num_correct, min(num_replacements, num_generations - 1))
     if trigger == "adaptive_k":
         balance = torch.clamp((num_failed - num_correct) // 2, min=1)
         return torch.where(2 * num_correct < num_generations, balance, torch.zeros_like(balance))
     raise ValueError(f"Unknown guidance trigger {trigger!r}.")
+
+
+def replaceable_rows(correct: torch.Tensor, trigger: str) -> torch.Tensor:
+    """(G,) bool: the rows of one group that may be replaced: the failed ones, or every row for ``every_group``."""
+    if trigger == "every_group":
+        return torch.ones_like(correct, dtype=torch.bool)
+    return ~correct
 
 
 def choose_rows_to_replace(failed: torch.Tensor, count: int, generator: torch.Generator) -> list[int]:

@@ -56,6 +56,7 @@ from .guidance import (
     group_seed,
     make_generator,
     rank_candidates,
+    replaceable_rows,
     requested_replacements,
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
@@ -384,7 +385,8 @@ class AMPOTrainer(GRPOTrainer):
             scores=scores if scores is not None else [0.0] * len(candidates),
             generator=make_generator(group_seed(*seed_parts, "selection")),
         )
-        offsets = choose_rows_to_replace(~group_correct.cpu(), count, make_generator(group_seed(*seed_parts, "rows")))
+        replaceable = replaceable_rows(group_correct.cpu(), self.args.guidance_trigger)
+        offsets = choose_rows_to_replace(replaceable, count, make_generator(group_seed(*seed_parts, "rows")))
         first_row = group * self.num_generations
         return [
             _Replacement(

@@ -12,6 +12,7 @@ from ampo_trl.guidance import (
     group_seed,
     make_generator,
     rank_candidates,
+    replaceable_rows,
     requested_replacements,
 )
 
@@ -36,6 +37,16 @@ def test_all_fail_triggers_only_groups_without_a_correct_row():
 def test_always_replaces_failed_rows_in_every_group_up_to_k():
     correct = groups([0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1])
     assert requested_replacements(correct, G, "always", 2).tolist() == [2, 1, 0]
+
+
+def test_every_group_replaces_k_rows_of_every_group_correct_or_not():
+    correct = groups([0, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1])
+    assert requested_replacements(correct, G, "every_group", 1).tolist() == [1, 1, 1]
+    assert requested_replacements(correct, G, "every_group", 9).tolist() == [G - 1] * 3  # one on-policy row stays
+    group = torch.tensor([True, True, False, True])
+    assert replaceable_rows(group, "every_group").tolist() == [True] * 4
+    assert replaceable_rows(group, "all_fail").tolist() == [False, False, True, False]
+    assert replaceable_rows(group, "always").tolist() == [False, False, True, False]
 
 
 def test_never_requests_nothing():

@@ -123,6 +123,16 @@ def test_triggered_groups_get_k_teacher_rows_with_teacher_tokens(guided):
     assert batch["completion_ids"].size(1) > 16  # widened for teacher solutions longer than the sampled ones
 
 
+def test_every_group_trigger_puts_teacher_rows_into_groups_that_are_all_correct(tmp_path):
+    trainer = make_trainer(
+        tmp_path, guidance_trigger="every_group", num_replacements=1, reward_funcs=[always_correct_reward]
+    )
+    batch = generate(trainer, addition_rows(2))
+    teacher = batch["ampo_is_teacher"]
+    assert [int(teacher[g * 4 : g * 4 + 4].sum()) for g in range(2)] == [1, 1]  # LUFFY-style: one per group
+    assert torch.allclose(batch["advantages"], torch.zeros_like(batch["advantages"]))  # every reward is 1
+
+
 def test_teacher_rows_get_positive_and_failed_rows_negative_advantages(guided):
     _, _, batch = guided
     teacher = batch["ampo_is_teacher"]
