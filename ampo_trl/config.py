@@ -17,6 +17,7 @@ GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
 COMPREHENSION_MEANS = ("geometric", "arithmetic")
 COMPREHENSION_BACKENDS = ("trainer", "vllm_server")
 OFF_POLICY_AGGREGATIONS = ("sequence", "token", "constant")
+LENGTH_GROUPINGS = ("guided", "always", "never")
 
 
 @dataclass
@@ -31,7 +32,9 @@ class AMPOConfig(GRPOConfig):
         guidance_pool_column (`str`, defaults to `"teacher_solutions"`): dataset column holding each prompt's pool
             of teacher solutions (a list of `{"teacher": name, "text": solution}`; see `docs/data.md`).
         answer_column (`str`, defaults to `"answer"`): dataset column holding the ground-truth answer used by the
-            comprehension score.
+            comprehension score; when the dataset has no such column, the first column of
+            `ampo_trl.answers.GOLD_ANSWER_COLUMNS` it has (e.g. `reward_model` of the authors' data). A dataset without
+            the pool column trains as plain GRPO.
 
     > When to guide and how much
 
@@ -72,6 +75,13 @@ class AMPOConfig(GRPOConfig):
             contributes the token-mean of its loss; `"token"` (LUFFY / released code): teacher tokens are averaged
             together with on-policy tokens; `"constant"` (released code, with `loss_type="dr_grpo"`): summed and
             divided by rows × max_completion_length.
+        length_grouping (`str`, defaults to `"guided"`): how a process's generation batch is cut into micro-batches
+            for the loss. `"guided"`: a batch with teacher rows is regrouped by completion length and each
+            micro-batch cut to its longest row (same loss; long teacher rows stop widening every micro-batch); other
+            batches are exactly TRL's. `"always"`: every batch, plain GRPO ones too. `"never"`: TRL's micro-batches.
+        require_verified_teachers (`bool`, defaults to `True`): a teacher solution enters a batch only if the
+            correctness reward accepts it (each solution is scored once and remembered; skips are counted in
+            `ampo/skipped_unverified`). `False` uses every solution (the released code, with `teacher_reward_floor`).
         teacher_reward_floor (`float` or `None`, defaults to `None`): teacher rows are always re-scored with the
             reward functions; if set, a teacher row whose weighted total reward is lower is raised to this value
             (the released code uses 1.0).
@@ -81,12 +91,17 @@ class AMPOConfig(GRPOConfig):
         default="teacher_solutions",
         metadata={
             "help": "Dataset column holding each prompt's pool of teacher solutions: a list of "
-            "{'teacher': name, 'text': solution} entries (see docs/data.md)."
+            "{'teacher': name, 'text': solution} entries (see docs/data.md). A training dataset without this column "
+            "trains as plain GRPO (one warning says so)."
         },
     )
     answer_column: str = field(
         default="answer",
-        metadata={"help": "Dataset column holding the ground-truth answer used by the comprehension score."},
+        metadata={
+            "help": "Dataset column holding the ground-truth answer used by the comprehension score. When the dataset "
+            "has no such column, the first gold column it has is used (answer, solution, reward_model, ground_truth, "
+            "final_answer)."
+        },
     )
     guidance_trigger: str = field(
         default="all_fail",
@@ -189,6 +204,28 @@ class AMPOConfig(GRPOConfig):
             "choices": list(OFF_POLICY_AGGREGATIONS),
         },
     )
+    length_grouping: str = field(
+        default="guided",
+        metadata={
+            "help": "How each process's generation batch is cut into micro-batches for the loss. 'guided': when the "
+            "batch holds teacher rows, rows are grouped by completion length and each micro-batch is cut to its "
+            "longest row, so long teacher rows stop widening every micro-batch (the loss is unchanged; see "
+            "ampo_trl.micro_batches); batches without teacher rows are exactly TRL's. 'always': the same for every "
+            "batch, plain GRPO ones too. 'never': TRL's shuffled micro-batches, padded to the batch's widest row.",
+            "choices": list(LENGTH_GROUPINGS),
+        },
+    )
+    require_verified_teachers: bool = field(
+        default=True,
+        metadata={
+            "help": "A teacher solution enters a batch only if the correctness reward accepts it "
+            "(correctness_reward >= correctness_threshold), as the paper's pool holds verified solutions only: an "
+            "unverified one would get a low advantage and the shaping loss would push its text down. Each solution "
+            "is scored once (remembered by prompt, answer and text) and skips are counted in ampo/skipped_unverified. "
+            "False: every solution is used (the released code, which forces teacher rewards to 1.0 with "
+            "teacher_reward_floor=1.0)."
+        },
+    )
     teacher_reward_floor: float | None = field(
         default=None,
         metadata={
@@ -205,6 +242,7 @@ class AMPOConfig(GRPOConfig):
         self._check_choice("comprehension_mean", COMPREHENSION_MEANS)
         self._check_choice("off_policy_aggregation", OFF_POLICY_AGGREGATIONS)
         self._check_choice("comprehension_backend", COMPREHENSION_BACKENDS)
+        self._check_choice("length_grouping", LENGTH_GROUPINGS)
         if self.guidance_trigger == "never":
             return
         if self.num_replacements < 1:

@@ -11,11 +11,13 @@ reasoning. Advantages are then computed over the augmented group, and the loss i
 aggregated per teacher sequence (see `ampo_trl.loss` for the exact weighting and its guarantees). Groups without a
 trigger are plain GRPO, and with `guidance_trigger="never"` the trainer *is* `GRPOTrainer`.
 
-This class only wires the pure logic of `ampo_trl.guidance`, `ampo_trl.comprehension`, `ampo_trl.advantages` and
-`ampo_trl.loss` into TRL. It overrides:
+This class only wires the pure logic of `ampo_trl.guidance`, `ampo_trl.comprehension`, `ampo_trl.advantages`,
+`ampo_trl.loss` and `ampo_trl.micro_batches` into TRL. It overrides:
 
 * `_calculate_rewards`: remembers the gathered rewards, from which the trigger is decided;
 * `_generate_and_score_completions`: calls the parent, then replaces rows and patches the batch;
+* `_prepare_inputs`: calls the parent, then regroups a batch with teacher rows into length-sorted micro-batches, each
+  cut to its longest row (`length_grouping`), so long teacher rows cost their own tokens only;
 * `_compute_loss`: calls the parent on the on-policy rows and adds the shaping loss of the teacher rows, reusing
   the parent's single forward pass;
 * `_set_signature_columns_if_needed`: keeps the pool and answer columns.
@@ -28,6 +30,7 @@ scoring, reference log-probs of teacher rows) is made the same number of times o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 from array import array
@@ -46,7 +49,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import get_config_model_id, pad, use_adapter
 
 from .advantages import compute_advantages, weighted_total_rewards
-from .answers import encode_teacher_texts, gold_answer_text
+from .answers import GOLD_ANSWER_COLUMNS, encode_teacher_texts, gold_answer_of_row, gold_column
 from .comprehension import build_scoring_sequence, plan_scoring_chunks
 from .config import AMPOConfig
 from .guidance import (
@@ -60,6 +63,7 @@ from .guidance import (
     requested_replacements,
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
+from .micro_batches import group_by_length, padding_stats, per_token_keys
 from .pool import PoolFormatError, parse_pool, validate_pool_dataset
 from .rewards import POLICY_SOURCE, format_reward
 
@@ -67,6 +71,7 @@ logger = logging.getLogger(__name__)
 
 
 TEACHER_TOKEN_CACHE_SIZE = 4096  # solutions; at ~12 kB per 3k-token solution, about 50 MB at most
+TEACHER_REWARD_CACHE_SIZE = 65536  # scored solutions (a few reward values each): all of the paper's 34k fit
 
 # Per-token fields of TRL 1.16's batch dict, and the value a teacher row gets in each: a teacher row did not come
 # from the sampler, so it has no sampling log-probs and no importance-sampling correction (ratio 1).
@@ -148,7 +153,7 @@ class AMPOTrainer(GRPOTrainer):
             args = AMPOConfig(f"{model_name.split('/')[-1]}-AMPO")
         elif not isinstance(args, AMPOConfig):
             args = _to_ampo_config(args)
-        self._ampo_guidance_enabled = args.guidance_trigger != "never"
+        self._ampo_guidance_enabled = args.guidance_trigger != "never" and _has_pool_column(train_dataset, args)
         if self._ampo_guidance_enabled:
             for unsupported in ("tools", "environment_factory", "rollout_func"):
                 if kwargs.get(unsupported) is not None:
@@ -167,6 +172,8 @@ class AMPOTrainer(GRPOTrainer):
         self._last_gathered_rewards: torch.Tensor | None = None
         # Token ids of recently used teacher solutions (compact int32 arrays, least recently used dropped first).
         self._teacher_token_cache: OrderedDict[str, array] = OrderedDict()
+        # Reward-function values of scored teacher solutions, by (prompt, answer, text): identical on every process.
+        self._teacher_reward_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
         self._warned: set[str] = set()
         # Decisions of the latest generation batch (global row, group, teacher, score): identical on every process.
@@ -196,7 +203,7 @@ class AMPOTrainer(GRPOTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        for column in (self.args.guidance_pool_column, self.args.answer_column):
+        for column in (self.args.guidance_pool_column, self.args.answer_column, *GOLD_ANSWER_COLUMNS):
             if column not in self._signature_columns:
                 self._signature_columns.append(column)
 
@@ -208,9 +215,10 @@ class AMPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
-        num_global_rows = len(inputs) * self.accelerator.num_processes
-        if not self.model.training or not self._ampo_guidance_enabled:
-            self._log_sources([POLICY_SOURCE] * num_global_rows)  # keeps the completions table rectangular
+        if not self._ampo_guidance_enabled:
+            return output  # exactly GRPOTrainer's batch and logs
+        if not self.model.training:
+            self._log_sources([POLICY_SOURCE] * len(inputs) * self.accelerator.num_processes)  # a rectangular table
             return output
         return self._apply_guidance(inputs, output, self._last_gathered_rewards)
 
@@ -254,6 +262,8 @@ class AMPOTrainer(GRPOTrainer):
         if triggered:  # identical on every process, so the collectives below are entered by all or by none
             group_rows = self._gather_group_rows(inputs, triggered, first_global_row)
             candidates = {g: self._usable_candidates(group_rows[g], g, counts) for g in triggered}
+            if self.args.require_verified_teachers:
+                candidates = self._verified_candidates(group_rows, candidates, counts)
             need_scores = [
                 g
                 for g in triggered
@@ -268,7 +278,7 @@ class AMPOTrainer(GRPOTrainer):
         metrics["ampo/guided_group_fraction"].append(len({r.group for r in replacements}) / num_groups)
         metrics["ampo/replaced_rows"].append(float(len(replacements)))
         metrics["ampo/replaced_row_fraction"].append(len(replacements) / rewards_per_func.size(0))
-        for key in ("empty_pool_groups", "skipped_too_long", "skipped_empty_text"):
+        for key in ("empty_pool_groups", "skipped_too_long", "skipped_empty_text", "skipped_unverified"):
             metrics[f"ampo/{key}"].append(float(counts[key]))
         metrics["ampo/scoring_forwards"].append(float(counts["scoring_forwards"]))
         self._log_score_stats(scores_seen, [r.score for r in replacements if r.score is not None])
@@ -285,7 +295,9 @@ class AMPOTrainer(GRPOTrainer):
             self._log_sources(sources)
             return output
 
-        teacher_rewards = self._rescore_teacher_rows(replacements, group_rows)
+        teacher_rewards = self._teacher_rewards(
+            [(group_rows[r.group], r.candidate) for r in replacements], cached=self.args.require_verified_teachers
+        )
         new_rewards = rewards_per_func.clone()
         is_teacher_global = torch.zeros(rewards_per_func.size(0), dtype=torch.bool, device=rewards_per_func.device)
         for replacement, reward in zip(replacements, teacher_rewards, strict=True):
@@ -336,13 +348,9 @@ class AMPOTrainer(GRPOTrainer):
 
     def _usable_candidates(self, row: dict, group: int, counts: Counter) -> list[_Candidate]:
         pool_column = self.args.guidance_pool_column
-        if pool_column not in row:
-            raise KeyError(
-                f"A training row has no '{pool_column}' column (guidance_pool_column). Add the pool column to the "
-                "dataset or set guidance_trigger='never'."
-            )
         try:
-            solutions = parse_pool(row[pool_column], column=pool_column)
+            # A row without the column (a streaming dataset whose columns were unknown up front) has no teachers.
+            solutions = parse_pool(row.get(pool_column), column=pool_column)
         except PoolFormatError as error:
             raise PoolFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
         usable = []
@@ -407,7 +415,7 @@ class AMPOTrainer(GRPOTrainer):
         entries = []  # (group, candidate index, ScoringSequence or None, format score of the teacher text)
         for g, ids in zip(groups, prompt_ids, strict=True):
             # The same normalisation as the accuracy reward: numbers, lists, {"ground_truth": ...}, "... #### 42".
-            answer = gold_answer_text(group_rows[g].get(self.args.answer_column))
+            answer = gold_answer_of_row(group_rows[g], self.args.answer_column)
             for index, candidate in enumerate(candidates[g]):
                 sequence = build_scoring_sequence(
                     ids,
@@ -497,24 +505,64 @@ class AMPOTrainer(GRPOTrainer):
             )
         return logps, offset
 
-    def _rescore_teacher_rows(self, replacements, group_rows) -> torch.Tensor:
-        """Reward-function values of the teacher rows (T, F), computed in equal shards on every process."""
+    def _verified_candidates(self, group_rows, candidates, counts) -> dict[int, list[_Candidate]]:
+        """The candidates the correctness reward accepts; the others are dropped and counted (`skipped_unverified`)."""
+        pairs = [(group_rows[g], candidate) for g in candidates for candidate in candidates[g]]
+        rewards = self._teacher_rewards(pairs, cached=True) if pairs else None
+        verdicts = iter(
+            correctness_mask(rewards[:, self._correctness_index], self.args.correctness_threshold).tolist()
+            if rewards is not None
+            else []
+        )
+        verified = {}
+        for g, group_candidates in candidates.items():
+            verified[g] = [candidate for candidate in group_candidates if next(verdicts)]
+            counts["skipped_unverified"] += len(group_candidates) - len(verified[g])
+            if group_candidates and not verified[g]:
+                counts["empty_pool_groups"] += 1
+        return verified
+
+    def _teacher_rewards(self, pairs: list[tuple[dict, _Candidate]], cached: bool) -> torch.Tensor:
+        """Reward-function values (P, F) of (dataset row, teacher solution) pairs scored as completions of the row.
+
+        With ``cached``, each solution is scored once and remembered by (prompt, answer, text); the cache is filled
+        from gathered values in the same order on every process, so it is identical everywhere.
+        """
+        if not cached:
+            return self._score_teacher_texts(pairs)
+        keys = [_teacher_key(row, candidate, self.args.answer_column) for row, candidate in pairs]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._teacher_reward_cache))
+        if missing:  # identical on every process: all of them score, or none
+            first = {key: pair for key, pair in zip(keys, pairs)}
+            for key, rewards in zip(missing, self._score_teacher_texts([first[key] for key in missing])):
+                self._teacher_reward_cache[key] = rewards
+                if len(self._teacher_reward_cache) > TEACHER_REWARD_CACHE_SIZE:
+                    self._teacher_reward_cache.popitem(last=False)
+        rewards = []
+        for key in keys:
+            self._teacher_reward_cache.move_to_end(key)
+            rewards.append(self._teacher_reward_cache[key])
+        return torch.stack(rewards)
+
+    def _score_teacher_texts(self, pairs: list[tuple[dict, _Candidate]]) -> torch.Tensor:
+        """Reward-function values (P, F) of teacher solutions, computed in equal shards on every process."""
         num_processes, process_index = self.accelerator.num_processes, self.accelerator.process_index
-        rows_per_process = math.ceil(len(replacements) / num_processes)
-        shard = replacements[process_index * rows_per_process : (process_index + 1) * rows_per_process]
-        shard = shard + [replacements[0]] * (rows_per_process - len(shard))  # dummies keep the gather shapes equal
+        rows_per_process = math.ceil(len(pairs) / num_processes)
+        shard = pairs[process_index * rows_per_process : (process_index + 1) * rows_per_process]
+        shard = shard + [pairs[0]] * (rows_per_process - len(shard))  # dummies keep the gather shapes equal
         inputs, prompts, completions, completion_ids = [], [], [], []
-        for replacement in shard:
-            row = {**group_rows[replacement.group], "completion_source": replacement.candidate.teacher}
+        for row, candidate in shard:
+            row = {**row, "completion_source": candidate.teacher}
             inputs.append(row)
             prompts.append(row["prompt"])
-            completions.append(self._as_completion(row["prompt"], replacement.candidate.text))
-            completion_ids.append(list(replacement.candidate.completion_ids))
-        gathered = self._calculate_rewards(inputs, prompts, completions, completion_ids)
+            completions.append(self._as_completion(row["prompt"], candidate.text))
+            completion_ids.append(list(candidate.completion_ids))
+        # The parent's method, not this class's override: these rows must not replace the batch's gathered rewards.
+        gathered = super()._calculate_rewards(inputs, prompts, completions, completion_ids)
         # Reward functions may log extra columns or metrics through the trainer; these rows are not in the table.
         self._pending_extra_logs.clear()
         self._pending_metrics.clear()
-        return gathered[: len(replacements)]  # shards are contiguous, so the gather restores the original order
+        return gathered[: len(pairs)]  # shards are contiguous, so the gather restores the original order
 
     def _splice_teacher_rows(self, output, local_replacements: dict[int, _Replacement]):
         """Write teacher tokens into this process's rows and patch every per-token field for them (see `_PER_TOKEN_FILL`)."""
@@ -526,16 +574,8 @@ class AMPOTrainer(GRPOTrainer):
         if self.pad_to_multiple_of:
             new_width = math.ceil(new_width / self.pad_to_multiple_of) * self.pad_to_multiple_of
         fills = {**_PER_TOKEN_FILL, "completion_ids": self._tokenizer.pad_token_id}
-        for key, value in list(output.items()):
-            if (
-                not isinstance(value, torch.Tensor)
-                or value.dim() != 2
-                or value.size(1) != width
-                or key == "prompt_ids"
-            ):
-                continue
-            if key == "prompt_mask" or value.size(0) != num_rows:
-                continue
+        for key in per_token_keys(output):
+            value = output[key]
             if key not in fills:
                 raise RuntimeError(
                     f"AMPOTrainer does not know how to fill the per-token field '{key}' for teacher rows. This TRL "
@@ -609,6 +649,25 @@ class AMPOTrainer(GRPOTrainer):
         )
 
     # ---------------------------------------------------------------------------------------------------- loss side
+    def _prepare_inputs(self, generation_batch):
+        previous = self._buffered_inputs
+        inputs = super()._prepare_inputs(generation_batch)
+        if not self.model.training or self._buffered_inputs is previous:
+            return inputs  # evaluation, or a later micro-batch of an already prepared generation batch
+        if self._groups_by_length(self._buffered_inputs):
+            self._buffered_inputs = group_by_length(self._buffered_inputs, self.pad_to_multiple_of)
+            inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]
+        if self._ampo_guidance_enabled or self.args.length_grouping == "always":
+            real, padded = padding_stats(self._buffered_inputs)
+            self._metrics["train"]["ampo/loss_padding_ratio"].append(padded / max(real, 1))
+        return inputs
+
+    def _groups_by_length(self, micro_batches) -> bool:
+        """Whether this generation batch is regrouped by length (see `length_grouping` and `ampo_trl.micro_batches`)."""
+        if self._is_vlm or self.args.length_grouping == "never":
+            return False
+        return self.args.length_grouping == "always" or "ampo_is_teacher" in micro_batches[0]
+
     def _compute_loss(self, model, inputs):
         if "ampo_is_teacher" not in inputs:  # no teacher row anywhere in this generation batch: exactly GRPO
             return super()._compute_loss(model, inputs)
@@ -781,15 +840,16 @@ def _check_training_data(dataset, args: AMPOConfig, processing_class) -> None:
     if isinstance(processing_class, ProcessorMixin):
         raise ValueError(_VLM_MESSAGE)
     columns = getattr(dataset, "column_names", None)
-    pool_column, answer_column = args.guidance_pool_column, args.answer_column
+    pool_column = args.guidance_pool_column
     if columns is None:  # iterable dataset without known features: rows are checked as they come
         return
-    for column, option in ((pool_column, "guidance_pool_column"), (answer_column, "answer_column")):
-        if column not in columns:
-            raise ValueError(
-                f"The training dataset has no column '{column}' ({option}); its columns are {columns}. Add the "
-                f"column, point {option} at the right one, or set guidance_trigger='never' for plain GRPO."
-            )
+    answer_column = gold_column(columns, args.answer_column)
+    if answer_column is None:
+        raise ValueError(
+            f"The training dataset has a teacher pool ('{pool_column}') but no gold-answer column: neither "
+            f"'{args.answer_column}' (answer_column) nor any of {list(GOLD_ANSWER_COLUMNS)}; its columns are {columns}. "
+            "Comprehension scoring needs the gold answer: add the column or point answer_column at it."
+        )
     if isinstance(dataset, IterableDataset) or not isinstance(dataset, Sized):
         return  # streaming: reading it here would download it (or never end); rows are checked as they come
     report = validate_pool_dataset(
@@ -811,3 +871,25 @@ def _check_training_data(dataset, args: AMPOConfig, processing_class) -> None:
             "also counted during training (ampo/empty_pool_groups, ampo/skipped_too_long).",
             report.summary(),
         )
+
+
+def _has_pool_column(dataset, args: AMPOConfig) -> bool:
+    """False (with one warning) when the training dataset has no pool column: AMPO without teachers is GRPO. A dataset
+    whose columns are unknown up front (streaming) counts as having one; rows without a pool are then empty pools."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None or args.guidance_pool_column in columns:
+        return True
+    logger.warning(
+        "AMPO guidance is inactive: the training dataset has no column '%s' (guidance_pool_column; its columns are "
+        "%s), so there are no teacher solutions and the trainer is plain GRPOTrainer. Add a pool column (docs/data.md) "
+        "or point guidance_pool_column at yours to use AMPO.",
+        args.guidance_pool_column,
+        columns,
+    )
+    return False
+
+
+def _teacher_key(row: dict, candidate: _Candidate, answer_column: str) -> str:
+    """What a teacher solution's rewards depend on: the prompt, the gold answer and the text."""
+    payload = repr((row.get("prompt"), gold_answer_of_row(row, answer_column), candidate.teacher, candidate.text))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -83,6 +83,20 @@ def test_two_processes_agree_with_each_other_and_with_one_process(single_process
         torch.testing.assert_close(actual[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
 
 
+def test_length_grouped_micro_batches_change_nothing_under_zero3(tmp_path):
+    # Each process cuts its guided generation batch into length-sorted micro-batches of different widths (the
+    # default); with TRL's micro-batches instead, the decisions and the trained weights are the same.
+    launch(tmp_path / "grouped", 2, "--backend=zero3", "--per-device-batch=2", "--grad-accum=3")
+    launch(
+        tmp_path / "plain", 2, "--backend=zero3", "--per-device-batch=2", "--grad-accum=3", "--length-grouping=never"
+    )
+    assert_same_decisions(decisions(tmp_path / "plain", 0), decisions(tmp_path / "grouped", 0))
+    expected = load_file(tmp_path / "plain" / "model" / "model.safetensors")
+    actual = load_file(tmp_path / "grouped" / "model" / "model.safetensors")
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], atol=2e-5, rtol=1e-4, msg=name)
+
+
 def test_zero3_lora_with_reference_logps_and_always_trigger_does_not_hang(tmp_path):
     # beta > 0 with a LoRA adapter: every process runs one reference forward (adapter disabled) for its teacher
     # rows, a dummy row when it has none; 'always' guides more groups, with uneven teacher rows per process.

@@ -5,7 +5,14 @@ import math
 import pytest
 import torch
 from datasets import Dataset
-from helpers import addition_rows, always_correct_reward, exact_answer_reward, generate, make_trainer
+from helpers import (
+    addition_rows,
+    always_correct_reward,
+    exact_answer_reward,
+    generate,
+    generation_inputs,
+    make_trainer,
+)
 from trl import GRPOConfig, GRPOTrainer
 
 from ampo_trl import AMPOConfig, AMPOTrainer
@@ -33,6 +40,43 @@ def test_without_replacement_the_batch_is_exactly_grpo(tmp_path, trigger, reward
     ampo = make_trainer(tmp_path, reward_funcs=[reward], guidance_trigger=trigger)
     rows = addition_rows(2)
     _assert_batches_equal(generate(grpo, rows, seed=3), generate(ampo, rows, seed=3))
+
+
+def prepared_micro_batches(trainer, rows, seed=0):
+    """The micro-batches of one generation batch, as `_prepare_inputs` buffers them for the loss."""
+    trainer.model.train()
+    trainer._step, trainer._buffered_inputs = 0, None
+    torch.manual_seed(seed)
+    trainer._prepare_inputs(generation_inputs(trainer, rows))
+    return trainer._buffered_inputs
+
+
+@pytest.mark.parametrize("trigger, reward", [("never", exact_answer_reward), ("all_fail", always_correct_reward)])
+def test_without_replacement_the_micro_batches_are_exactly_grpo(tmp_path, trigger, reward):
+    settings = dict(per_device_train_batch_size=4, gradient_accumulation_steps=4, reward_funcs=[reward])
+    grpo = make_trainer(tmp_path, GRPOTrainer, **settings)
+    ampo = make_trainer(tmp_path, guidance_trigger=trigger, **settings)
+    rows = addition_rows(4)
+    for expected, actual in zip(prepared_micro_batches(grpo, rows), prepared_micro_batches(ampo, rows), strict=True):
+        _assert_batches_equal(expected, actual)
+
+
+@pytest.mark.parametrize("grouping", ["guided", "always", "never"])
+def test_guided_batches_are_cut_into_length_sorted_micro_batches(tmp_path, grouping):
+    trainer = make_trainer(
+        tmp_path, per_device_train_batch_size=4, gradient_accumulation_steps=4, length_grouping=grouping
+    )
+    micro_batches = prepared_micro_batches(trainer, addition_rows(4))
+    widths = [batch["completion_ids"].size(1) for batch in micro_batches]
+    longest = [int(batch["completion_mask"].sum(1).max()) for batch in micro_batches]
+    assert sum(int(batch["ampo_is_teacher"].sum()) for batch in micro_batches) == 8  # k = 2 in 4 failed groups
+    if grouping == "never":
+        assert len(set(widths)) == 1 and widths[0] > min(longest)  # TRL's: every micro-batch as wide as the widest
+    else:
+        assert widths == longest and widths == sorted(widths) and widths[0] < widths[-1]
+    ratio = trainer._metrics["train"]["ampo/loss_padding_ratio"][-1]
+    real = sum(int(batch["completion_mask"].sum()) for batch in micro_batches)
+    assert ratio == pytest.approx(sum(batch["completion_mask"].numel() for batch in micro_batches) / real)
 
 
 @pytest.mark.parametrize(
@@ -261,14 +305,54 @@ def test_training_updates_parameters_and_logs_ampo_metrics(tmp_path):
 # ------------------------------------------------------------------------------------------------------- bad input
 
 
-def test_missing_pool_or_answer_column_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match="no column 'teacher_solutions'.*guidance_pool_column"):
-        make_trainer(tmp_path, rows=addition_rows(4, pool=False))
+def test_without_a_pool_column_the_trainer_is_grpo_and_says_so(tmp_path, caplog):
+    rows = addition_rows(2, pool=False)
+    with caplog.at_level("WARNING"):
+        ampo = make_trainer(tmp_path, rows=rows)
+    assert caplog.text.count("AMPO guidance is inactive") == 1 and "no column 'teacher_solutions'" in caplog.text
+    grpo = make_trainer(tmp_path, GRPOTrainer, rows=rows)
+    _assert_batches_equal(generate(grpo, rows, seed=5), generate(ampo, rows, seed=5))
+    assert not any(key.startswith("ampo/") for key in ampo._metrics["train"])
+    assert "source" not in ampo._logs["extra"]  # the completions table is TRL's too
+
+
+def test_a_pool_without_any_gold_column_fails_before_training(tmp_path):
     rows = [{k: v for k, v in row.items() if k != "answer"} for row in addition_rows(4)]
-    with pytest.raises(ValueError, match="no column 'answer'.*answer_column"):
+    with pytest.raises(ValueError, match="no gold-answer column.*'answer' \\(answer_column\\)"):
         make_trainer(tmp_path, rows=rows, reward_funcs=[always_correct_reward])
-    # plain GRPO needs neither
-    make_trainer(tmp_path, rows=addition_rows(4, pool=False), guidance_trigger="never")
+    # the authors' schema: the gold answer in reward_model.ground_truth is found without any setting
+    rows = [
+        {**{k: v for k, v in row.items() if k != "answer"}, "reward_model": {"ground_truth": row["answer"]}}
+        for row in addition_rows(2)
+    ]
+    trainer = make_trainer(tmp_path, rows=rows, reward_funcs=[always_zero_reward], require_verified_teachers=False)
+    assert generate(trainer, rows)["ampo_is_teacher"].any()
+
+
+def test_unverified_teacher_solutions_never_enter_a_batch_unless_allowed(tmp_path):
+    rows = addition_rows(2)
+    for row in rows:  # the shortest solution is wrong: shortest-first selection would take it first
+        row["teacher_solutions"].insert(0, {"teacher": "wrong", "text": "<answer>999</answer>"})
+    calls = []
+
+    def counting_reward(completions, **kwargs):
+        calls.append(len(completions))
+        return exact_answer_reward(completions, **kwargs)
+
+    trainer = make_trainer(tmp_path, rows=rows, reward_funcs=[counting_reward], guidance_selection="shortest")
+    generate(trainer, rows)
+    chosen = {guidance["teacher"] for guidance in trainer.last_guidance}
+    assert chosen and "wrong" not in chosen
+    assert trainer._metrics["train"]["ampo/skipped_unverified"][-1] == 2.0  # one per triggered group
+    assert trainer._metrics["train"]["ampo/teacher_incorrect_fraction"][-1] == 0.0
+    scored = sum(calls)
+    generate(trainer, rows, seed=1)  # the same solutions again: verified once, remembered
+    assert sum(calls) - scored == 8  # only the 8 sampled completions were scored this time
+
+    allowed = make_trainer(tmp_path, rows=rows, guidance_selection="shortest", require_verified_teachers=False)
+    generate(allowed, rows)
+    assert "wrong" in {guidance["teacher"] for guidance in allowed.last_guidance}
+    assert allowed._metrics["train"]["ampo/teacher_incorrect_fraction"][-1] == 0.5
 
 
 def test_malformed_pool_entry_names_row_and_entry(tmp_path):
@@ -347,7 +431,7 @@ def test_non_string_ground_truths_are_scored_like_their_text(tmp_path):
     other_rows[1]["answer"] = {"ground_truth": float(text_rows[1]["answer"])}
     scores = []
     for rows in (text_rows, other_rows):
-        trainer = make_trainer(tmp_path, rows=rows, reward_funcs=[always_zero_reward])
+        trainer = make_trainer(tmp_path, rows=rows, reward_funcs=[always_zero_reward], require_verified_teachers=False)
         generate(trainer, rows)
         scores.append([(g["row"], g["teacher"], round(g["score"], 6)) for g in trainer.last_guidance])
     assert scores[0] == scores[1] and len(scores[0]) == 4
@@ -360,12 +444,13 @@ def always_zero_reward(completions, **kwargs):
 def test_special_token_strings_in_teacher_text_stay_text(tmp_path):
     rows = addition_rows(1)
     rows[0]["teacher_solutions"] = [
-        {"teacher": "leaky", "text": "Done.<|im_end|> more <|endoftext|> text <answer>3</answer>"},
-        {"teacher": "plain", "text": "<answer>3</answer>"},
+        {"teacher": "leaky", "text": f"Done.<|im_end|> more <|endoftext|> text <answer>{rows[0]['answer']}</answer>"},
+        {"teacher": "plain", "text": f"<answer>{rows[0]['answer']}</answer>"},
     ]
     trainer = make_trainer(tmp_path, rows=rows)
     batch = generate(trainer, rows)
     eos = trainer.processing_class.eos_token_id
+    assert batch["ampo_is_teacher"].sum() == 2
     for row in batch["ampo_is_teacher"].nonzero().flatten().tolist():
         length = int(batch["completion_mask"][row].sum())
         ids = batch["completion_ids"][row, :length].tolist()

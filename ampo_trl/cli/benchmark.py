@@ -1,13 +1,18 @@
-r"""AMPO vs GRPO cost on the same machine, in one run: time per step, scoring forwards, peak memory.
+r"""AMPO vs GRPO cost on the same machine, in one run: time per step, loss-pass tokens, scoring forwards, peak memory.
 
 Four scenarios, each run in its own subprocess (so peak memory is per scenario) and repeated `--rounds` times in
 alternation (so a busy machine slows both trainers alike):
 
 * ``grpo-untriggered`` / ``ampo-untriggered``: every completion is rewarded as correct, so AMPO never triggers;
-  this measures the price of AMPO's bookkeeping. Target: ratio <= 1.05.
+  this measures the price of AMPO's bookkeeping. Target: ratio <= 1.02.
 * ``grpo-triggered`` / ``ampo-triggered``: the paper's rewards (0.9 accuracy + 0.1 format) on a random tiny model
   that never answers correctly, so every group is guided; this measures comprehension scoring, teacher-row
   re-scoring and the longer teacher rows in the loss.
+
+Each generation batch is cut into ``--micro-batches`` micro-batches (gradient accumulation), as in real runs, and
+for every loss pass the script counts the *real* completion tokens (unmasked) and the *padded* ones (rows x width of
+each micro-batch): padded / real is the waste of padding, real AMPO / real GRPO the extra tokens teacher rows bring.
+``--length-grouping`` sets AMPO's `length_grouping` (``never`` reproduces the micro-batches of TRL).
 
 The learning rate is 0 so that both trainers sample exactly the same completions (same seeds, same weights) and
 the time difference is AMPO's own work, not a drift in completion lengths. Step times are the median over the
@@ -68,6 +73,21 @@ def _dataset(num_prompts: int, teacher_tokens: int):
     return Dataset.from_list(rows)
 
 
+def _measured(trainer_class: type, token_counts: list) -> type:
+    """`trainer_class` recording (real, padded) completion tokens of every generation batch's loss pass."""
+    from ampo_trl.micro_batches import padding_stats
+
+    class Measured(trainer_class):
+        def _prepare_inputs(self, generation_batch):
+            previous = self._buffered_inputs
+            inputs = super()._prepare_inputs(generation_batch)
+            if self.model.training and self._buffered_inputs is not previous:
+                token_counts.append(padding_stats(self._buffered_inputs))
+            return inputs
+
+    return Measured
+
+
 def run_scenario(args: argparse.Namespace) -> dict:
     """Train one scenario in this process and return its measurements."""
     import torch
@@ -81,9 +101,13 @@ def run_scenario(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     trainer_name, trigger = args.worker.split("-")
     use_gpu = torch.cuda.is_available() and not args.cpu
+    rows = args.num_prompts * args.num_generations
+    if rows % args.micro_batches:
+        raise SystemExit(f"--micro-batches={args.micro_batches} must divide {rows} rows per generation batch.")
     common = dict(
         output_dir=tempfile.mkdtemp(prefix="ampo-bench-"),
-        per_device_train_batch_size=args.num_prompts * args.num_generations,
+        per_device_train_batch_size=rows // args.micro_batches,
+        gradient_accumulation_steps=args.micro_batches,
         num_generations=args.num_generations,
         max_completion_length=args.max_completion_length,
         max_steps=args.steps + 1,
@@ -102,7 +126,12 @@ def run_scenario(args: argparse.Namespace) -> dict:
     else:
         reward_funcs, weights = [accuracy_reward, format_reward], [0.9, 0.1]
     if trainer_name == "ampo":
-        config = AMPOConfig(reward_weights=weights, max_teacher_length=args.max_teacher_length, **common)
+        config = AMPOConfig(
+            reward_weights=weights,
+            max_teacher_length=args.max_teacher_length,
+            length_grouping=args.length_grouping,
+            **common,
+        )
         trainer_class = AMPOTrainer
     else:
         config = GRPOConfig(reward_weights=weights, **common)
@@ -118,7 +147,8 @@ def run_scenario(args: argparse.Namespace) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             step_times.append(time.perf_counter() - self.start)
 
-    trainer = trainer_class(
+    token_counts: list[tuple[int, int]] = []
+    trainer = _measured(trainer_class, token_counts)(
         model=model,
         reward_funcs=reward_funcs,
         args=config,
@@ -147,6 +177,8 @@ def run_scenario(args: argparse.Namespace) -> dict:
         "scoring_forwards": sum(entry.get("ampo/scoring_forwards", 0) for entry in logs),
         "scored_prompts": scored_prompts,
         "replaced_rows": sum(entry.get("ampo/replaced_rows", 0) for entry in logs),
+        "real_tokens": sum(real for real, _ in token_counts[1:]),  # the same generation batches as step_times
+        "padded_tokens": sum(padded for _, padded in token_counts[1:]),
     }
 
 
@@ -166,6 +198,10 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="AMPO's max_teacher_length (default: max_completion_length); raise it with --teacher-tokens to measure "
         "teacher solutions longer than the student's completions",
+    )
+    parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches per generation batch")
+    parser.add_argument(
+        "--length-grouping", default="guided", choices=("guided", "always", "never"), help="AMPO's length_grouping"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is available")
@@ -191,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         f"--num-generations={args.num_generations}",
         f"--max-completion-length={args.max_completion_length}",
         f"--teacher-tokens={args.teacher_tokens}",
+        f"--micro-batches={args.micro_batches}",
+        f"--length-grouping={args.length_grouping}",
         *([f"--max-teacher-length={args.max_teacher_length}"] if args.max_teacher_length else []),
         f"--threads={args.threads}",
         *(["--cpu"] if args.cpu else []),
@@ -217,12 +255,23 @@ def main(argv: list[str] | None = None) -> None:
     def peak(name):
         return max(run["peak_memory_bytes"] for run in results[name])
 
+    def tokens(name, kind):
+        return sum(run[f"{kind}_tokens"] for run in results[name])
+
     ampo_triggered = results["ampo-triggered"]
     forwards = sum(run["scoring_forwards"] for run in ampo_triggered)
     one_per_prompt = sum(run["scored_prompts"] for run in ampo_triggered)
     for name in SCENARIOS:
         print(f"# {name}: median step {median_step(name):.4f} s, peak memory {peak(name) / 2**20:.0f} MiB")
     print(f"# scoring forwards: {forwards} batched vs {one_per_prompt} with one forward per scored prompt")
+    for name in SCENARIOS:
+        real, padded = tokens(name, "real"), tokens(name, "padded")
+        print(f"# {name}: loss-pass completion tokens {real} real, {padded} padded ({padded / max(real, 1):.3f})")
+    for name in SCENARIOS:
+        ratio = tokens(name, "padded") / max(tokens(name, "real"), 1)
+        print(f"padded_per_real_tokens_{name.replace('-', '_')}: {ratio:.3f}")
+    real_ratio = tokens("ampo-triggered", "real") / max(tokens("grpo-triggered", "real"), 1)
+    print(f"real_token_ratio_triggered: {real_ratio:.3f}")
     print(f"peak_memory_ratio_untriggered: {peak('ampo-untriggered') / peak('grpo-untriggered'):.3f}")
     print(f"peak_memory_ratio_triggered: {peak('ampo-triggered') / peak('grpo-triggered'):.3f}")
     print(f"scoring_forwards_ratio_batched_vs_per_prompt: {forwards / max(one_per_prompt, 1):.3f}")

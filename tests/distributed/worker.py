@@ -75,6 +75,7 @@ def main():
     )
     parser.add_argument("--model-path", default=None, help="saved tiny model (beta > 0 without --lora)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (reference = adapter disabled)")
+    parser.add_argument("--length-grouping", default="guided", help="AMPOConfig.length_grouping")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -103,6 +104,7 @@ def main():
         max_steps=args.steps,
         learning_rate=1e-3,
         guidance_trigger=args.trigger,
+        length_grouping=args.length_grouping,
         beta=args.beta,
         generation_kwargs={"do_sample": False},
         report_to="none",
