@@ -15,7 +15,7 @@ from trl import GRPOConfig
 GUIDANCE_TRIGGERS = ("all_fail", "always", "never", "hybrid", "adaptive_k", "every_group")
 GUIDANCE_SELECTIONS = ("comprehension", "shortest", "random")
 COMPREHENSION_MEANS = ("geometric", "arithmetic")
-COMPREHENSION_BACKENDS = ("trainer", "vllm_server")
+COMPREHENSION_BACKENDS = ("trainer", "vllm")
 OFF_POLICY_AGGREGATIONS = ("sequence", "token", "constant")
 LENGTH_GROUPINGS = ("guided", "always", "never")
 
@@ -63,8 +63,13 @@ class AMPOConfig(GRPOConfig):
             (released code).
         comprehension_token_budget (`int`, defaults to `32768`): maximum padded tokens (rows × length) in one
             comprehension-scoring forward pass.
-        comprehension_backend (`str`, defaults to `"trainer"`): `"trainer"` (policy forward passes, sharded over
-            processes) or `"vllm_server"` (prompt log-probs from the vLLM server, main process then broadcast).
+        comprehension_backend (`str`, defaults to `"trainer"`): `"trainer"` (no-grad policy forward passes, sharded
+            over processes) or `"vllm"` (prompt log-probs from TRL's vLLM engine: the server, asked by the main
+            process then broadcast, or the colocated engines, sharded). Scores are at temperature 1 on both.
+        comprehension_vllm_chunk_size (`int`, defaults to `8`): sequences per vLLM scoring request.
+        comprehension_vllm_max_concurrent_requests (`int`, defaults to `4`): scoring requests in flight (server).
+        comprehension_max_length (`int` or `None`, defaults to `None`): longest scoring sequence vLLM accepts
+            (None: read `max_model_len` from the engine); longer candidates are skipped and counted.
         max_teacher_length (`int` or `None`, defaults to `None` = `max_completion_length`): teacher solutions
             longer than this many tokens (EOS included) are skipped and counted, never truncated.
 
@@ -178,9 +183,31 @@ class AMPOConfig(GRPOConfig):
         default="trainer",
         metadata={
             "help": "Where comprehension scores are computed. 'trainer': no-grad forward passes of the policy, "
-            "sharded over processes. 'vllm_server': prompt log-probs from the vLLM server (use_vllm=True, "
-            "vllm_mode='server'), asked by the main process and broadcast, so the trainer runs no extra forward.",
+            "sharded over processes. 'vllm': prompt log-probs from TRL's vLLM engine (use_vllm=True): in server mode "
+            "the main process asks the server and broadcasts; in colocate mode each engine scores a share. No "
+            "training forward runs for scoring. Both backends score at temperature 1 (vLLM cannot apply a "
+            "temperature to prompt log-probs; see docs/algorithm.md).",
             "choices": list(COMPREHENSION_BACKENDS),
+        },
+    )
+    comprehension_vllm_chunk_size: int = field(
+        default=8,
+        metadata={
+            "help": "comprehension_backend='vllm': scoring sequences per request (bounds the memory of one request; "
+            "vLLM computes prompt log-probs of every position of every sequence in it)."
+        },
+    )
+    comprehension_vllm_max_concurrent_requests: int = field(
+        default=4,
+        metadata={"help": "comprehension_backend='vllm' in server mode: scoring requests in flight at once."},
+    )
+    comprehension_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "comprehension_backend='vllm': the longest scoring sequence (prompt + teacher reasoning + gold "
+            "answer) vLLM accepts is max_model_len - 1 tokens. None: read max_model_len from the engine (the server's "
+            "GET /v1/models, or the colocated engine). Longer candidates are not sent: they score 0 and are counted "
+            "in ampo/skipped_scoring_too_long."
         },
     )
     max_teacher_length: int | None = field(
@@ -277,10 +304,20 @@ class AMPOConfig(GRPOConfig):
                 "multi_objective_aggregation='sum_then_normalize'. Set teacher_reward_floor=None or use "
                 "multi_objective_aggregation='sum_then_normalize'."
             )
-        if self.comprehension_backend == "vllm_server" and not (self.use_vllm and self.vllm_mode == "server"):
+        if self.comprehension_backend == "vllm" and not self.use_vllm:
             raise ValueError(
-                "comprehension_backend='vllm_server' scores on the vLLM server, which needs use_vllm=True and "
-                "vllm_mode='server'. Use comprehension_backend='trainer' otherwise."
+                "comprehension_backend='vllm' scores with TRL's vLLM engine, which needs use_vllm=True. Use "
+                "comprehension_backend='trainer' otherwise."
+            )
+        if self.comprehension_vllm_chunk_size < 1 or self.comprehension_vllm_max_concurrent_requests < 1:
+            raise ValueError(
+                "comprehension_vllm_chunk_size and comprehension_vllm_max_concurrent_requests must be >= 1, got "
+                f"{self.comprehension_vllm_chunk_size} and {self.comprehension_vllm_max_concurrent_requests}."
+            )
+        if self.comprehension_max_length is not None and self.comprehension_max_length < 2:
+            raise ValueError(
+                f"comprehension_max_length must be >= 2 or None (read from the engine), got "
+                f"{self.comprehension_max_length}."
             )
         if self.guidance_trigger == "hybrid" and self.hybrid_trigger_probability == 0.0:
             raise ValueError(

@@ -66,6 +66,7 @@ from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_
 from .micro_batches import group_by_length, padding_stats, per_token_keys
 from .pool import PoolFormatError, parse_pool, validate_pool_dataset
 from .rewards import POLICY_SOURCE, format_reward
+from .vllm_scoring import fits, gold_logprobs_from_engine, gold_logprobs_from_server, server_max_model_len
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +175,8 @@ class AMPOTrainer(GRPOTrainer):
         self._teacher_token_cache: OrderedDict[str, array] = OrderedDict()
         # Reward-function values of scored teacher solutions, by (prompt, answer, text): identical on every process.
         self._teacher_reward_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._vllm_scoring_limit: int | None = None  # the vLLM engine's max_model_len, read on first use
+        self._vllm_scoring_limit_read = False
         self._teachers_seen: dict[str, None] = {}  # ordered set, for stable per-teacher metric names
         self._warned: set[str] = set()
         # Decisions of the latest generation batch (global row, group, teacher, score): identical on every process.
@@ -278,7 +281,10 @@ class AMPOTrainer(GRPOTrainer):
         metrics["ampo/guided_group_fraction"].append(len({r.group for r in replacements}) / num_groups)
         metrics["ampo/replaced_rows"].append(float(len(replacements)))
         metrics["ampo/replaced_row_fraction"].append(len(replacements) / rewards_per_func.size(0))
-        for key in ("empty_pool_groups", "skipped_too_long", "skipped_empty_text", "skipped_unverified"):
+        skip_keys = ["empty_pool_groups", "skipped_too_long", "skipped_empty_text", "skipped_unverified"]
+        if self.args.comprehension_backend == "vllm":
+            skip_keys.append("skipped_scoring_too_long")
+        for key in skip_keys:
             metrics[f"ampo/{key}"].append(float(counts[key]))
         metrics["ampo/scoring_forwards"].append(float(counts["scoring_forwards"]))
         self._log_score_stats(scores_seen, [r.score for r in replacements if r.score is not None])
@@ -427,18 +433,18 @@ class AMPOTrainer(GRPOTrainer):
                 entries.append((g, index, sequence, format_reward([candidate.text])[0]))
         scorable = [i for i, entry in enumerate(entries) if entry[2] is not None]
         sequences = [entries[i][2] for i in scorable]
-        format_scores = [entries[i][3] for i in scorable]
-        if self.args.comprehension_backend == "vllm_server":
-            values = self._score_on_vllm_server(sequences, format_scores)
+        if self.args.comprehension_backend == "vllm":
+            gold_logprobs = self._gold_logprobs_from_vllm(sequences, counts)
         else:
-            values = self._score_with_trainer_forwards(sequences, format_scores, counts)
+            gold_logprobs = self._gold_logprobs_from_trainer(sequences, counts)
         scores: dict[int, list[float]] = {g: [0.0] * len(candidates[g]) for g in groups}
         for g, index, _, format_score in entries:
             # Without an <answer> tag the gold cannot be placed: only the format term remains (0 by default).
             scores[g][index] = self.args.comprehension_format_weight * format_score
-        for i, value in zip(scorable, values, strict=True):
-            g, index, _, _ = entries[i]
-            scores[g][index] = value
+        for i, logprobs in zip(scorable, gold_logprobs, strict=True):
+            g, index, _, format_score = entries[i]
+            if logprobs is not None:  # None: too long for the vLLM engine, counted in ampo/skipped_scoring_too_long
+                scores[g][index] = self._comprehension(torch.tensor(logprobs), format_score)
         return scores
 
     def _comprehension(self, answer_logps: torch.Tensor, format_score: float) -> float:
@@ -450,60 +456,138 @@ class AMPOTrainer(GRPOTrainer):
             round_to_bf16=self.args.comprehension_round_to_bf16,
         )
 
-    def _score_with_trainer_forwards(self, sequences, format_scores, counts) -> list[float]:
-        """Scores from the policy's own forward passes, planned over processes (see `plan_scoring_chunks`)."""
+    def _gold_logprobs_from_trainer(self, sequences, counts) -> list[list[float]]:
+        """Gold-token log-probs from the policy's own forward passes, planned over processes (`plan_scoring_chunks`):
+        each sequence is scored on one process, and one gather gives every process all of them."""
         plan = plan_scoring_chunks(
             [len(s.input_ids) for s in sequences], self.accelerator.num_processes, self.args.comprehension_token_budget
         )
         local_chunks = plan[self.accelerator.process_index]
-        local_scores = torch.zeros(len(sequences), device=self.accelerator.device)
+        local = {}
         for chunk in local_chunks:
-            chunk_sequences = [sequences[i] for i in chunk]
-            logps, offset = self._scoring_forward(chunk_sequences)
-            for row, i in enumerate(chunk):
-                gold = logps[row, sequences[i].answer_start - offset : sequences[i].answer_end - offset]
-                local_scores[i] = self._comprehension(gold, format_scores[i])
+            for i, logprobs in zip(chunk, self._scoring_forward([sequences[i] for i in chunk]), strict=True):
+                local[i] = logprobs
         counts["scoring_forwards"] += len(local_chunks)
-        # Each sequence is scored on exactly one process (zeros elsewhere), so a sum gives every process all scores.
-        return self.accelerator.reduce(local_scores, reduction="sum").tolist()
+        gathered = {}
+        for shard in gather_object([local]):
+            gathered.update(shard)
+        return [gathered[i] for i in range(len(sequences))]
 
-    def _score_on_vllm_server(self, sequences, format_scores) -> list[float]:
-        """Scores from the vLLM server's prompt log-probs: the main process asks, then broadcasts (no trainer forward).
+    @torch.no_grad()
+    def _scoring_forward(self, sequences) -> list[list[float]]:
+        """Per sequence, the raw (temperature 1) log-probs of its gold-answer tokens, from one no-grad forward pass.
 
-        The server holds the current policy weights: TRL syncs them before generating this very batch.
-        """
-        scores = [0.0] * len(sequences)
-        if self.accelerator.is_main_process and sequences:
-            result = self.vllm_generation.vllm_client.get_sequence_logprobs(
-                sequences=[s.input_ids for s in sequences],
-                prompt_lengths=[s.answer_start for s in sequences],
-                top_logprobs=1,  # the actual token's log-prob is always returned besides the top-k
-                temperature=self.temperature,
-            )
-            for i, (sequence, logprobs) in enumerate(zip(sequences, result["actual_logprobs"], strict=True)):
-                gold = torch.tensor(
-                    [position[0] for position in logprobs[: sequence.answer_end - sequence.answer_start]]
-                )
-                scores[i] = self._comprehension(gold, format_scores[i])
-        return broadcast_object_list([scores])[0]
-
-    def _scoring_forward(self, sequences):
-        """Per-token log-probs of right-padded `sequences`; column j scores token `offset + j`.
-
-        With no sequence, runs a dummy two-token pass: every process must run as many forwards as the busiest one,
-        because under DeepSpeed ZeRO-3 each forward pass is a collective.
+        Sequences are left-padded so that every gold answer sits near the end, and logits are kept only for the last
+        columns that hold a gold token: memory stays rows x (gold + tail) x vocabulary. Scores are defined at
+        temperature 1, as vLLM computes prompt log-probs (see `ampo_trl.vllm_scoring`): comprehension is a property
+        of the model, not of the sampling temperature. With no sequence, a dummy two-token pass runs: every process
+        must run as many forwards as the busiest one, because under DeepSpeed ZeRO-3 each forward is a collective.
         """
         eos = self._tokenizer.eos_token_id
         rows = [torch.tensor(s.input_ids) for s in sequences] or [torch.tensor([eos, eos])]
         device = self.accelerator.device
-        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="right").to(device)
-        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="right").to(device)
-        offset = min((s.answer_start for s in sequences), default=1)  # only score from the first gold token on
+        input_ids = pad(rows, padding_value=self._tokenizer.pad_token_id, padding_side="left").to(device)
+        attention_mask = pad([torch.ones_like(r) for r in rows], padding_value=0, padding_side="left").to(device)
+        width = input_ids.size(1)
+        # Column j of the kept logits predicts padded position width - keep + j + 1.
+        keep = max((len(s.input_ids) - s.answer_start for s in sequences), default=1) + 1
         with disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps, _, _ = self._get_per_token_logps_and_entropies(
-                self.model, input_ids, attention_mask, input_ids.size(1) - offset, batch_size=input_ids.size(0)
+            with self.accelerator.autocast():
+                logits = self.model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep).logits
+        logps = logits.float().log_softmax(-1)
+        gold = []
+        for row, sequence in enumerate(sequences):
+            padding = width - len(sequence.input_ids)
+            positions = torch.arange(sequence.answer_start, sequence.answer_end, device=device)
+            columns = padding + positions - 1 - (width - keep)
+            gold.append(logps[row, columns, input_ids[row, padding + positions]].tolist())
+        return gold
+
+    def _gold_logprobs_from_vllm(self, sequences, counts) -> list[list[float] | None]:
+        """Gold-token log-probs from TRL's vLLM engine (server or colocate); None for a sequence too long for it."""
+        limit = self._vllm_max_model_len()
+        fitting = [i for i, s in enumerate(sequences) if fits(len(s.input_ids), limit)]
+        counts["skipped_scoring_too_long"] += len(sequences) - len(fitting)
+        to_score = [sequences[i] for i in fitting]
+        if self.args.vllm_mode == "server":
+            scored = self._gold_logprobs_from_vllm_server(to_score)
+        else:
+            scored = self._gold_logprobs_from_vllm_engine(to_score)
+        gold: list[list[float] | None] = [None] * len(sequences)
+        for i, logprobs in zip(fitting, scored, strict=True):
+            gold[i] = logprobs
+        return gold
+
+    def _gold_logprobs_from_vllm_server(self, sequences) -> list[list[float]]:
+        """The main process asks the server (the only process with a client); the answer or the error is broadcast,
+        so every process continues with the same scores or raises the same error: never a hang. The server holds the
+        current weights: TRL syncs them before generating this very batch."""
+        outcome = [None]
+        if self.accelerator.is_main_process:
+            try:
+                outcome = [
+                    (
+                        "ok",
+                        gold_logprobs_from_server(
+                            self.vllm_generation.vllm_client,
+                            sequences,
+                            self.args.comprehension_vllm_chunk_size,
+                            self.args.comprehension_vllm_max_concurrent_requests,
+                        ),
+                    )
+                ]
+            except Exception as error:  # noqa: BLE001 - any failure must reach every process, not only this one
+                outcome = [("error", f"{type(error).__name__}: {error}")]
+        status, value = broadcast_object_list(outcome)[0]
+        if status == "error":
+            raise RuntimeError(
+                f"Comprehension scoring on the vLLM server failed on the main process: {value}. Check the server, "
+                "or score with the trainer's forward passes (comprehension_backend='trainer')."
             )
-        return logps, offset
+        return value
+
+    def _gold_logprobs_from_vllm_engine(self, sequences) -> list[list[float]]:
+        """Colocate mode: every tensor-parallel group of processes scores its share of the sequences on its engine (a
+        group's processes call the engine together with the same inputs, as TRL does), then one gather gives every
+        process all the scores."""
+        generation = self.vllm_generation
+        group_size = getattr(generation, "tensor_parallel_size", 1) or 1
+        num_groups = self.accelerator.num_processes // group_size
+        group = self.accelerator.process_index // group_size
+        share = [i for i in range(len(sequences)) if i % num_groups == group]
+        with _awake_engine(generation):
+            scored = gold_logprobs_from_engine(
+                generation.llm, [sequences[i] for i in share], self.args.comprehension_vllm_chunk_size
+            )
+        gathered = {}
+        for local in gather_object([dict(zip(share, scored, strict=True))]):
+            for i, logprobs in local.items():
+                gathered.setdefault(i, logprobs)  # a group's processes computed the same values: keep one
+        return [gathered[i] for i in range(len(sequences))]
+
+    def _vllm_max_model_len(self) -> int | None:
+        """The longest sequence the vLLM engine accepts: `comprehension_max_length`, else what the engine reports
+        (read once; in server mode by the main process and broadcast)."""
+        if self.args.comprehension_max_length is not None:
+            return self.args.comprehension_max_length
+        if not self._vllm_scoring_limit_read:
+            self._vllm_scoring_limit_read = True
+            if self.args.vllm_mode == "server":
+                limit = [None]
+                if self.accelerator.is_main_process:
+                    try:
+                        limit = [server_max_model_len(self.vllm_generation.vllm_client)]
+                    except Exception as error:  # noqa: BLE001 - reported below, scoring still runs
+                        logger.warning("Could not read max_model_len from the vLLM server: %s", error)
+                self._vllm_scoring_limit = broadcast_object_list(limit)[0]
+            else:
+                self._vllm_scoring_limit = self.vllm_generation.llm.llm_engine.model_config.max_model_len
+            if self._vllm_scoring_limit is None:
+                logger.warning(
+                    "The vLLM engine's max_model_len is unknown: scoring sequences are sent whatever their length. Set "
+                    "comprehension_max_length to the server's --max-model-len to skip those it would refuse."
+                )
+        return self._vllm_scoring_limit
 
     def _verified_candidates(self, group_rows, candidates, counts) -> dict[int, list[_Candidate]]:
         """The candidates the correctness reward accepts; the others are dropped and counted (`skipped_unverified`)."""
@@ -794,6 +878,11 @@ class AMPOTrainer(GRPOTrainer):
             "(never truncated); raise max_teacher_length or max_completion_length to use them",
             "empty_pool_groups": "triggered groups had no usable teacher solution and stayed plain GRPO",
             "skipped_empty_text": "teacher solutions with empty text are skipped",
+            "skipped_scoring_too_long": "comprehension candidates longer than the vLLM engine accepts "
+            f"(max_model_len - 1 = {(self._vllm_scoring_limit or 0) - 1} tokens) were not scored (score 0); raise the "
+            "engine's max_model_len (server: --max-model-len) or set comprehension_max_length to what it accepts",
+            "skipped_unverified": "teacher solutions that the correctness reward rejects are skipped (unverified); "
+            "check the pool with `ampo-pool validate --check-answers`, or set require_verified_teachers=False",
         }
         for key, message in messages.items():
             if counts[key] and key not in self._warned:
@@ -893,3 +982,20 @@ def _teacher_key(row: dict, candidate: _Candidate, answer_column: str) -> str:
     """What a teacher solution's rewards depend on: the prompt, the gold answer and the text."""
     payload = repr((row.get("prompt"), gold_answer_of_row(row, answer_column), candidate.teacher, candidate.text))
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def _awake_engine(generation):
+    """The colocated vLLM engine, awake with the current weights for the duration of the block. With
+    `vllm_enable_sleep_mode`, TRL puts the engine to sleep after generating (weights discarded): wake it and re-push
+    the weights as TRL does before generating, then put it back to sleep. Every process enters this block."""
+    sleeping = getattr(generation, "enable_sleep_mode", False) and getattr(generation, "_llm_weights_sleeping", False)
+    if sleeping:
+        generation.sync_weights()  # wakes the weights and loads the current ones (a collective under ZeRO-3)
+        generation.llm.wake_up(tags=["kv_cache"])
+    try:
+        yield
+    finally:
+        if sleeping:
+            generation.llm.sleep(level=2)
+            generation._llm_weights_sleeping = True

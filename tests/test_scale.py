@@ -1,11 +1,12 @@
-"""Paths used at scale, on one CPU process: vLLM (server and colocate, with a stand-in engine), gradient
+"""Paths used at scale, on one CPU process: vLLM (server and colocate, with a stand-in engine; comprehension scoring
+on vLLM is in test_vllm_scoring.py), gradient
 accumulation with steps_per_generation and num_iterations, PEFT/LoRA with a reference model, exact resume."""
 
 import json
 
 import pytest
 import torch
-import trl.trainer.grpo_trainer as grpo_module
+import vllm_stand_in
 from helpers import addition_rows, generate, make_trainer
 from peft import LoraConfig
 from transformers import TrainerCallback
@@ -15,63 +16,9 @@ from ampo_trl import AMPOTrainer
 # --------------------------------------------------------------------------------------------- vLLM stand-in
 
 
-class FakeVLLMClient:
-    """Answers `get_sequence_logprobs` from the policy itself, as a vLLM server holding the synced weights would."""
-
-    def __init__(self, engine):
-        self.engine = engine
-        self.sequence_logprob_calls = 0
-
-    def get_server_info(self):
-        return {"model_config": {"logprobs_mode": "processed_logprobs"}}
-
-    @torch.no_grad()
-    def get_sequence_logprobs(self, sequences, prompt_lengths, top_logprobs=100, temperature=1.0, **kwargs):
-        self.sequence_logprob_calls += 1
-        actual = []
-        for sequence, prompt_length in zip(sequences, prompt_lengths):
-            logits = self.engine.model(input_ids=torch.tensor([sequence])).logits[0].float() / temperature
-            logps = logits.log_softmax(-1)
-            actual.append([[logps[p - 1, sequence[p]].item()] for p in range(prompt_length, len(sequence))])
-        return {"actual_logprobs": actual}
-
-
-class FakeVLLMGeneration:
-    """Stands in for trl's VLLMGeneration: returns wrong-answer completions whose sampler log-probs are the
-    policy's own minus 0.05, so the importance-sampling ratio of on-policy tokens is exp(0.05)."""
-
-    instances = []
-
-    def __init__(self, model, processing_class, **kwargs):
-        self.model, self.tokenizer, self.kwargs = model, processing_class, kwargs
-        self.vllm_client = FakeVLLMClient(self)
-        self.generator = torch.Generator().manual_seed(0)
-        FakeVLLMGeneration.instances.append(self)
-
-    def sync_weights(self):
-        pass
-
-    @torch.no_grad()
-    def generate(self, prompts, images, num_generations, profiler):
-        digits = self.tokenizer("0123456789", add_special_tokens=False)["input_ids"]
-        completions, logprobs = [], []
-        for prompt in prompts:
-            length = int(torch.randint(2, 7, (1,), generator=self.generator))
-            tokens = [digits[int(i)] for i in torch.randint(0, 10, (length,), generator=self.generator)]
-            tokens.append(self.tokenizer.eos_token_id)
-            logits = self.model(input_ids=torch.tensor([list(prompt) + tokens])).logits[0].float()
-            logps = logits.log_softmax(-1)
-            start = len(prompt)
-            logprobs.append([[logps[start + i - 1, t].item() - 0.05] for i, t in enumerate(tokens)])
-            completions.append(tokens)
-        return prompts, completions, logprobs, None
-
-
 @pytest.fixture
 def fake_vllm(monkeypatch):
-    FakeVLLMGeneration.instances.clear()
-    monkeypatch.setattr(grpo_module, "VLLMGeneration", FakeVLLMGeneration)
-    return FakeVLLMGeneration
+    return vllm_stand_in.install(monkeypatch)  # follows vLLM's semantics: see tests/vllm_stand_in.py
 
 
 @pytest.mark.parametrize("vllm_mode", ["server", "colocate"])
@@ -100,26 +47,9 @@ def test_vllm_teacher_rows_are_excluded_from_importance_sampling(tmp_path, fake_
     assert trainer._metrics["train"]["ampo/off_policy/prob_mean"][-1] > 0
 
 
-def test_comprehension_on_the_vllm_server_matches_trainer_scoring(tmp_path, fake_vllm):
-    common = dict(use_vllm=True, vllm_mode="server", num_replacements=1)
-    local = make_trainer(tmp_path, **common)
-    generate(local, addition_rows(2))
-    remote = make_trainer(tmp_path, comprehension_backend="vllm_server", **common)
-    generate(remote, addition_rows(2))
-    client = fake_vllm.instances[-1].vllm_client
-    assert client.sequence_logprob_calls == 1  # all candidates of all groups in one request
-    assert remote._metrics["train"]["ampo/scoring_forwards"][-1] == 0.0  # no trainer forward for scoring
-    assert local._metrics["train"]["ampo/scoring_forwards"][-1] >= 1.0
-    assert [(g["row"], g["teacher"]) for g in remote.last_guidance] == [
-        (g["row"], g["teacher"]) for g in local.last_guidance
-    ]
-    for a, b in zip(remote.last_guidance, local.last_guidance):
-        assert a["score"] == pytest.approx(b["score"], rel=1e-4)
-
-
-def test_vllm_server_scoring_requires_server_mode(tmp_path):
-    with pytest.raises(ValueError, match="vllm_mode='server'"):
-        make_trainer(tmp_path, comprehension_backend="vllm_server")
+def test_vllm_scoring_requires_vllm(tmp_path):
+    with pytest.raises(ValueError, match="needs use_vllm=True"):
+        make_trainer(tmp_path, comprehension_backend="vllm")
 
 
 # ----------------------------------------------------------------------- accumulation, steps_per_generation, reuse
