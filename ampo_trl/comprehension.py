@@ -11,6 +11,13 @@ For a prompt q with ground-truth answer y* and a teacher solution o (paper, sect
 
 A solution without an ``<answer>`` tag cannot be scored this way and scores 0 without a forward pass.
 
+`build_released_scoring_sequence` builds the released code's variant instead (``comprehension_sequence="released"``,
+the authors' ``mix_dapo_trainer.py: replace_answer_with_gt_batch`` and ``batch_locate_substring_tokens``): the text
+must hold exactly one ``<answer>`` (else score 0); s = prompt text + o' + "<answer>" + W + y* + " " + "</answer>" +
+EOS string, with W the whitespace (spaces, newlines, tabs, carriage returns) that follows the teacher's ``<answer>``,
+or one space; the whole text is tokenized at once, and the gold tokens are the contiguous run from the first to the
+last token whose characters overlap the last occurrence of y* before "</answer>" + EOS.
+
 The three pieces (o' + "<answer>", y*, "</answer>") are tokenized separately and concatenated, so the answer span
 is known exactly whatever merges the tokenizer would make across the boundaries.
 
@@ -22,6 +29,7 @@ passes. That last point is what keeps DeepSpeed ZeRO-3, where every forward is a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -55,6 +63,29 @@ def build_scoring_sequence(
     head = list(prompt_ids) + head_ids
     tail = close_ids + [eos_token_id]
     return ScoringSequence(input_ids=head + answer + tail, answer_start=len(head), answer_end=len(head) + len(answer))
+
+
+def build_released_scoring_sequence(
+    prompt_text: str, teacher_text: str, ground_truth: str, tokenizer: PreTrainedTokenizerBase
+) -> ScoringSequence | None:
+    """The released code's scored text (module docstring), or None when it would score 0 (not exactly one
+    ``<answer>``, nothing after it, or an empty gold)."""
+    gold = str(ground_truth)
+    if teacher_text.count(ANSWER_OPEN) != 1 or not gold.strip():
+        return None
+    reasoning, answer_section = teacher_text.split(ANSWER_OPEN)
+    if not answer_section.strip():
+        return None
+    whitespace = re.match(r"[ \n\t\r]*", answer_section).group(0) or " "
+    closing = ANSWER_CLOSE + tokenizer.eos_token
+    text = prompt_text + reasoning + ANSWER_OPEN + whitespace + gold + " " + closing
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    start = text[: -len(closing)].rfind(gold)
+    end = start + len(gold)
+    overlapping = [i for i, (first, last) in enumerate(encoding["offset_mapping"]) if first < end and last > start]
+    if not overlapping:
+        return None
+    return ScoringSequence(list(encoding["input_ids"]), overlapping[0], overlapping[-1] + 1)
 
 
 def plan_scoring_chunks(lengths: list[int], num_processes: int, token_budget: int) -> list[list[list[int]]]:

@@ -18,6 +18,9 @@ COMPREHENSION_MEANS = ("geometric", "arithmetic")
 COMPREHENSION_BACKENDS = ("trainer", "vllm")
 OFF_POLICY_AGGREGATIONS = ("sequence", "token", "constant")
 LENGTH_GROUPINGS = ("guided", "always", "never")
+COMPREHENSION_SEQUENCES = ("paper", "released")
+COMPREHENSION_TIE_BREAKS = ("shortest", "quality_score")
+TEACHER_ASSIGNMENTS = ("ranked", "released")
 
 
 @dataclass
@@ -41,8 +44,9 @@ class AMPOConfig(GRPOConfig):
         guidance_trigger (`str`, defaults to `"all_fail"`): `"all_fail"` (paper): guide a group only when none of
             its completions is correct; `"always"`: replace failed rows in every group (the paper's "w/o adaptive"
             ablation); `"never"`: plain GRPO; `"hybrid"` (released code option): `"all_fail"` plus, with probability
-            `hybrid_trigger_probability`, any group with a failed row; `"adaptive_k"` (released code option): guide
-            groups where fewer than half the rows are correct and replace enough failed rows to approach a 1:1 mix;
+            `hybrid_trigger_probability`, any group with a failed row; `"adaptive_k"` (this package's extension, not
+            in the released code): guide groups where fewer than half the rows are correct and replace enough failed
+            rows to approach a 1:1 mix;
             `"every_group"` (LUFFY-style baseline): replace `num_replacements` rows, correct or not, in every group.
         num_replacements (`int`, defaults to `2`): k, the number of failed rows replaced in a guided group
             (k' = min(k, pool size, failed rows)).
@@ -61,6 +65,15 @@ class AMPOConfig(GRPOConfig):
             the released code uses 0.1.
         comprehension_round_to_bf16 (`bool`, defaults to `False`): round scores to bfloat16 before ranking
             (released code).
+        comprehension_sequence (`str`, defaults to `"paper"`): how the scored text is built: `"paper"` (the teacher
+            text cut at its last `<answer>`, then `<answer>` + gold + `</answer>` + EOS, pieces tokenized apart) or
+            `"released"` (`workers/reward_manager/prob.py` of the authors' code: exactly one `<answer>` required, its
+            whitespace kept, a space after the gold, one joint tokenization, the gold tokens found by offsets).
+        comprehension_tie_break (`str`, defaults to `"shortest"`): equal scores go to the shorter solution, or
+            (`"quality_score"`, released code) to the higher `quality_score` of the pool entry.
+        teacher_assignment (`str`, defaults to `"ranked"`): replaced rows, in ascending order, get the ranked
+            solutions best first; `"released"`: each takes the `j mod (remaining)`-th remaining one (`j` = its row in
+            the group), as the authors' `mix_dapo_trainer.py` does.
         comprehension_token_budget (`int`, defaults to `32768`): maximum padded tokens (rows × length) in one
             comprehension-scoring forward pass.
         comprehension_backend (`str`, defaults to `"trainer"`): `"trainer"` (no-grad policy forward passes, sharded
@@ -87,6 +100,11 @@ class AMPOConfig(GRPOConfig):
         require_verified_teachers (`bool`, defaults to `True`): a teacher solution enters a batch only if the
             correctness reward accepts it (each solution is scored once and remembered; skips are counted in
             `ampo/skipped_unverified`). `False` uses every solution (the released code, with `teacher_reward_floor`).
+        entropy_on_teacher_tokens (`bool`, defaults to `False`): include teacher tokens in the entropy bonus (the
+            released code does; the paper leaves the teacher's tokens out of exploration terms).
+        released_loss_scale (`bool`, defaults to `False`): scale the policy terms as the released code does (a sum
+            over a micro-batch's rows, = rows x TRL's `dr_grpo`); needs `off_policy_aggregation="constant"` and
+            `loss_type="dr_grpo"`.
         teacher_reward_floor (`float` or `None`, defaults to `None`): teacher rows are always re-scored with the
             reward functions; if set, a teacher row whose weighted total reward is lower is raised to this value
             (the released code uses 1.0).
@@ -114,7 +132,8 @@ class AMPOConfig(GRPOConfig):
             "help": "When a group gets teacher guidance. 'all_fail' (paper): no completion of the group is correct. "
             "'always': replace failed rows in every group (the paper's 'w/o adaptive' ablation). 'never': plain GRPO. "
             "'hybrid' (released code option): 'all_fail' plus, with probability hybrid_trigger_probability, any "
-            "group with a failed row. 'adaptive_k' (released code option): groups where fewer than half the rows "
+            "group with a failed row. 'adaptive_k' (this package's extension; not in the released code): groups where "
+            "fewer than half the rows "
             "are correct, replacing enough failed rows to approach a 1:1 correct/incorrect mix. 'every_group' "
             "(LUFFY-style baseline): replace num_replacements rows, correct or not, in every group.",
             "choices": list(GUIDANCE_TRIGGERS),
@@ -171,6 +190,36 @@ class AMPOConfig(GRPOConfig):
     comprehension_round_to_bf16: bool = field(
         default=False,
         metadata={"help": "Round comprehension scores to bfloat16 before ranking, as the released code does."},
+    )
+    comprehension_sequence: str = field(
+        default="paper",
+        metadata={
+            "help": "How the comprehension score's text is built. 'paper': the teacher text cut at its last "
+            "<answer>, then '<answer>' + gold + '</answer>' + EOS, the pieces tokenized apart so the gold span is "
+            "exact. 'released' (the authors' workers/reward_manager/prob.py): the text must hold exactly one "
+            "<answer> (else score 0), the whitespace after it is kept (else one space), a space follows the gold, "
+            "'</answer>' and the EOS string close it, the whole is tokenized at once and the gold tokens are those "
+            "whose characters overlap the gold.",
+            "choices": list(COMPREHENSION_SEQUENCES),
+        },
+    )
+    comprehension_tie_break: str = field(
+        default="shortest",
+        metadata={
+            "help": "Which of two equally scored solutions ranks first. 'shortest': the shorter one (in student "
+            "tokens). 'quality_score' (released code: its pool is pre-sorted by quality_score and the sort by score "
+            "keeps that order): the higher quality_score of the pool entry.",
+            "choices": list(COMPREHENSION_TIE_BREAKS),
+        },
+    )
+    teacher_assignment: str = field(
+        default="ranked",
+        metadata={
+            "help": "Which chosen solution goes to which replaced row. 'ranked': rows in ascending order get the "
+            "solutions best first. 'released' (the authors' mix_dapo_trainer.py): rows in ascending order each take "
+            "the (j mod remaining)-th of the remaining chosen solutions, j being the row's index in its group.",
+            "choices": list(TEACHER_ASSIGNMENTS),
+        },
     )
     comprehension_token_budget: int = field(
         default=32768,
@@ -253,6 +302,23 @@ class AMPOConfig(GRPOConfig):
             "teacher_reward_floor=1.0)."
         },
     )
+    entropy_on_teacher_tokens: bool = field(
+        default=False,
+        metadata={
+            "help": "Include teacher tokens in the entropy bonus (entropy_coef): one token mean over on-policy and "
+            "teacher tokens, as the released code does. Default: the bonus acts on the student's own tokens only. "
+            "Needs a fixed entropy_coef (use_adaptive_entropy=False) and top_entropy_quantile=1."
+        },
+    )
+    released_loss_scale: bool = field(
+        default=False,
+        metadata={
+            "help": "Scale the policy terms as the released code does: per micro-batch, the token-loss sum over its "
+            "rows / max_completion_length / micro-batches per optimizer step, i.e. rows x TRL's dr_grpo (the "
+            "entropy bonus stays a token mean). Matters with gradient clipping. Needs off_policy_aggregation="
+            "'constant' and loss_type='dr_grpo'."
+        },
+    )
     teacher_reward_floor: float | None = field(
         default=None,
         metadata={
@@ -270,6 +336,26 @@ class AMPOConfig(GRPOConfig):
         self._check_choice("off_policy_aggregation", OFF_POLICY_AGGREGATIONS)
         self._check_choice("comprehension_backend", COMPREHENSION_BACKENDS)
         self._check_choice("length_grouping", LENGTH_GROUPINGS)
+        self._check_choice("comprehension_sequence", COMPREHENSION_SEQUENCES)
+        self._check_choice("comprehension_tie_break", COMPREHENSION_TIE_BREAKS)
+        self._check_choice("teacher_assignment", TEACHER_ASSIGNMENTS)
+        if self.off_policy_aggregation == "constant" and self.loss_type != "dr_grpo":
+            raise ValueError(
+                "off_policy_aggregation='constant' divides by a constant length as loss_type='dr_grpo' does for the "
+                f"on-policy term; with loss_type={self.loss_type!r} the two terms would be on different scales. Set "
+                "loss_type='dr_grpo' or choose off_policy_aggregation 'sequence' or 'token'."
+            )
+        if self.released_loss_scale and self.off_policy_aggregation != "constant":
+            raise ValueError(
+                "released_loss_scale reproduces the released code's Dr.GRPO sum; it needs "
+                "off_policy_aggregation='constant' and loss_type='dr_grpo'."
+            )
+        for switch in ("entropy_on_teacher_tokens", "released_loss_scale"):
+            if getattr(self, switch) and (self.use_adaptive_entropy or self.top_entropy_quantile < 1.0):
+                raise ValueError(
+                    f"{switch} rewrites a fixed entropy bonus, as the released code has; it does not combine with "
+                    "use_adaptive_entropy=True or top_entropy_quantile < 1. Turn those off or drop the switch."
+                )
         if self.guidance_trigger == "never":
             return
         if self.num_replacements < 1:

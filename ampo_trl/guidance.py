@@ -13,7 +13,7 @@ usable pool size):
 * ``all_fail`` (paper):      c = 0                     -> k
 * ``always`` ("w/o adaptive"): f > 0                    -> min(k, f)
 * ``hybrid`` (released code): c = 0, or f > 0 with probability p -> min(k, f)
-* ``adaptive_k`` (released code option): c < G / 2      -> max(1, floor((f - c) / 2)), which makes the group's
+* ``adaptive_k`` (this package's extension): c < G / 2      -> max(1, floor((f - c) / 2)), which makes the group's
   correct/incorrect mix as close to 1:1 as possible
 * ``never``:                 never                      -> 0
 * ``every_group`` (LUFFY-style baseline): every group  -> min(k, G - 1), correct rows included: a fixed share of
@@ -23,10 +23,16 @@ Replaced rows are drawn uniformly at random among the failed rows (`replaceable_
 ``every_group``). Teacher solutions are ranked by
 
 * ``comprehension`` (paper): score descending, then token length ascending (shorter wins ties), then pool order;
+  with ``tie_break="quality_score"`` (released code) ties go to the higher ``quality_score`` instead;
 * ``shortest`` (r_length ablation): token length ascending, then pool order;
 * ``random`` (r_random ablation): a seeded permutation;
 
-and the top k' = min(requested, usable pool size) are used.
+and the top k' = min(requested, usable pool size) are used. `assign_solutions` says which replaced row gets which of
+them: best first in ascending row order (``"ranked"``), or the released code's rule (``"released"``): rows in
+ascending order j each take the (j mod remaining)-th of the solutions still unassigned.
+
+``adaptive_k`` is this package's own extension; the released code has ``adaptive`` (= ``all_fail``), ``hybrid`` and
+``always`` only.
 """
 
 from __future__ import annotations
@@ -122,6 +128,8 @@ def rank_candidates(
     lengths: Sequence[int],
     scores: Sequence[float] | None = None,
     generator: torch.Generator | None = None,
+    tie_break: str = "shortest",
+    qualities: Sequence[float | None] | None = None,
 ) -> list[int]:
     """Indices of the candidates, best first.
 
@@ -130,11 +138,19 @@ def rank_candidates(
         lengths: token length of each candidate (ties in "comprehension" go to the shorter one).
         scores: comprehension score of each candidate (required for "comprehension").
         generator: required for "random".
+        tie_break: "shortest", or "quality_score" (ties in "comprehension" go to the higher quality score; a
+            missing one ranks last).
+        qualities: the candidates' quality scores (for tie_break="quality_score").
     """
     indices = list(range(len(lengths)))
     if selection == "comprehension":
         if scores is None or len(scores) != len(lengths):
             raise ValueError("comprehension ranking needs one score per candidate.")
+        if tie_break == "quality_score":
+            quality = [-math.inf if q is None else float(q) for q in (qualities or [None] * len(lengths))]
+            return sorted(indices, key=lambda i: (-float(scores[i]), -quality[i], i))
+        if tie_break != "shortest":
+            raise ValueError(f"Unknown tie break {tie_break!r}.")
         return sorted(indices, key=lambda i: (-float(scores[i]), lengths[i], i))
     if selection == "shortest":
         return sorted(indices, key=lambda i: (lengths[i], i))
@@ -143,6 +159,22 @@ def rank_candidates(
             raise ValueError("random ranking needs a seeded generator.")
         return torch.randperm(len(indices), generator=generator).tolist()
     raise ValueError(f"Unknown guidance selection {selection!r}.")
+
+
+def assign_solutions(offsets: Sequence[int], rule: str) -> list[int]:
+    """For replaced rows at ascending group offsets, the rank (0 = best) of the chosen solution each one gets.
+
+    ``"ranked"``: best first. ``"released"`` (the authors' ``mix_dapo_trainer.py``): row j takes the
+    ``j mod remaining``-th of the ranks not yet taken, so with k = 2 an odd first row gets the second-best solution.
+    """
+    if rule == "ranked":
+        return list(range(len(offsets)))
+    if rule != "released":
+        raise ValueError(f"Unknown teacher assignment {rule!r}.")
+    remaining, ranks = list(range(len(offsets))), []
+    for offset in offsets:
+        ranks.append(remaining.pop(offset % len(remaining) if len(remaining) > 1 else 0))
+    return ranks
 
 
 def comprehension_score(

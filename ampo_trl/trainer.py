@@ -50,9 +50,10 @@ from trl.trainer.utils import get_config_model_id, pad, use_adapter
 
 from .advantages import compute_advantages, weighted_total_rewards
 from .answers import GOLD_ANSWER_COLUMNS, encode_teacher_texts, gold_answer_of_row, gold_column
-from .comprehension import build_scoring_sequence, plan_scoring_chunks
+from .comprehension import build_released_scoring_sequence, build_scoring_sequence, plan_scoring_chunks
 from .config import AMPOConfig
 from .guidance import (
+    assign_solutions,
     choose_rows_to_replace,
     comprehension_score,
     correctness_mask,
@@ -93,6 +94,7 @@ class _Candidate:
     teacher: str
     text: str
     completion_ids: tuple[int, ...]  # teacher tokens + EOS
+    quality_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -369,7 +371,7 @@ class AMPOTrainer(GRPOTrainer):
             if len(token_ids) > max_length:
                 counts["skipped_too_long"] += 1
                 continue
-            usable.append(_Candidate(teacher=solution.teacher, text=solution.text, completion_ids=token_ids))
+            usable.append(_Candidate(solution.teacher, solution.text, token_ids, quality_score=solution.quality_score))
         if not usable:
             counts["empty_pool_groups"] += 1
         return usable
@@ -398,18 +400,21 @@ class AMPOTrainer(GRPOTrainer):
             lengths,
             scores=scores if scores is not None else [0.0] * len(candidates),
             generator=make_generator(group_seed(*seed_parts, "selection")),
+            tie_break=self.args.comprehension_tie_break,
+            qualities=[c.quality_score for c in candidates],
         )
         replaceable = replaceable_rows(group_correct.cpu(), self.args.guidance_trigger)
         offsets = choose_rows_to_replace(replaceable, count, make_generator(group_seed(*seed_parts, "rows")))
+        ranks = assign_solutions(offsets, self.args.teacher_assignment)
         first_row = group * self.num_generations
         return [
             _Replacement(
                 row=first_row + offset,
                 group=group,
-                candidate=candidates[index],
-                score=None if scores is None else float(scores[index]),
+                candidate=candidates[ranking[rank]],
+                score=None if scores is None else float(scores[ranking[rank]]),
             )
-            for offset, index in zip(offsets, ranking[:count], strict=True)
+            for offset, rank in zip(offsets, ranks, strict=True)
         ]
 
     @torch.no_grad()
@@ -422,14 +427,14 @@ class AMPOTrainer(GRPOTrainer):
         for g, ids in zip(groups, prompt_ids, strict=True):
             # The same normalisation as the accuracy reward: numbers, lists, {"ground_truth": ...}, "... #### 42".
             answer = gold_answer_of_row(group_rows[g], self.args.answer_column)
+            prompt_text = self._tokenizer.decode(ids) if self.args.comprehension_sequence == "released" else None
             for index, candidate in enumerate(candidates[g]):
-                sequence = build_scoring_sequence(
-                    ids,
-                    candidate.text,
-                    answer,
-                    self._tokenizer,
-                    self._tokenizer.eos_token_id,
-                )
+                if prompt_text is not None:
+                    sequence = build_released_scoring_sequence(prompt_text, candidate.text, answer, self._tokenizer)
+                else:
+                    sequence = build_scoring_sequence(
+                        ids, candidate.text, answer, self._tokenizer, self._tokenizer.eos_token_id
+                    )
                 entries.append((g, index, sequence, format_reward([candidate.text])[0]))
         scorable = [i for i, entry in enumerate(entries) if entry[2] is not None]
         sequences = [entries[i][2] for i in scorable]
@@ -753,9 +758,12 @@ class AMPOTrainer(GRPOTrainer):
         return self.args.length_grouping == "always" or "ampo_is_teacher" in micro_batches[0]
 
     def _compute_loss(self, model, inputs):
-        if "ampo_is_teacher" not in inputs:  # no teacher row anywhere in this generation batch: exactly GRPO
+        guided = "ampo_is_teacher" in inputs
+        if not guided and not self.args.released_loss_scale:  # no teacher row in this generation batch: exactly GRPO
             return super()._compute_loss(model, inputs)
-        is_teacher = inputs["ampo_is_teacher"]
+        num_rows = inputs["completion_ids"].size(0)
+        device = inputs["completion_ids"].device
+        is_teacher = inputs["ampo_is_teacher"] if guided else torch.zeros(num_rows, dtype=torch.bool, device=device)
         on_policy_inputs = dict(inputs)
         on_policy_only = (~is_teacher).unsqueeze(1).to(inputs["completion_mask"].dtype)
         # The parent multiplies its loss mask by `tool_mask`: zeroing teacher rows there removes them from every
@@ -765,6 +773,9 @@ class AMPOTrainer(GRPOTrainer):
             on_policy_loss = super()._compute_loss(model, on_policy_inputs)
 
         per_token_logps, entropies = captured["logps"], captured["entropies"]
+        on_policy_loss = self._released_code_terms(on_policy_loss, inputs, on_policy_inputs["tool_mask"], entropies)
+        if not guided:
+            return on_policy_loss
         mask = inputs["completion_mask"].to(per_token_logps.dtype)
         per_token_loss = off_policy_per_token_loss(per_token_logps, inputs["advantages"], self.args.shaping_gamma)
         if self.beta != 0.0:  # same k3 estimator as the parent, on the teacher rows
@@ -781,6 +792,8 @@ class AMPOTrainer(GRPOTrainer):
         off_policy_loss = (
             aggregate_off_policy_loss(per_token_loss, mask, is_teacher, self.args.off_policy_aggregation) / normalizer
         )
+        if self.args.released_loss_scale:
+            off_policy_loss = off_policy_loss * num_rows
 
         teacher_mask = mask * is_teacher.unsqueeze(1)
         with torch.no_grad():
@@ -804,6 +817,29 @@ class AMPOTrainer(GRPOTrainer):
             self._metrics[mode]["ampo/off_policy/prob_mean"].append((totals[2] / totals[4]).item())
             self._metrics[mode]["ampo/off_policy/entropy"].append((totals[3] / totals[4]).item())
         return on_policy_loss + off_policy_loss
+
+    def _released_code_terms(self, loss, inputs, on_policy_mask, entropies):
+        """The parent's loss with the released code's scale and entropy bonus, when those switches are on.
+
+        The parent's loss is ``policy - c * H_on / accumulation`` with ``H_on`` the mean entropy of the micro-batch's
+        on-policy tokens (teacher rows are masked out of it). `released_loss_scale` multiplies the policy part by the
+        micro-batch's rows (the released code's sum over rows, where TRL's ``dr_grpo`` averages); with
+        `entropy_on_teacher_tokens` the bonus becomes the mean over all its tokens, teacher ones included.
+        """
+        if not (self.args.released_loss_scale or self.args.entropy_on_teacher_tokens):
+            return loss
+        coefficient = self.entropy_coef if self._entropy_bonus_enabled else 0.0
+        accumulation = self.current_gradient_accumulation_steps if self.model.training else 1
+        completion_mask = inputs["completion_mask"].to(entropies.dtype)
+        every = completion_mask * inputs["tool_mask"] if "tool_mask" in inputs else completion_mask
+        on_policy = completion_mask * on_policy_mask
+        parent_bonus = coefficient * (entropies * on_policy).sum() / on_policy.sum().clamp(min=1.0) / accumulation
+        if self.args.released_loss_scale:
+            loss = (loss + parent_bonus) * completion_mask.size(0) - parent_bonus
+        if self.args.entropy_on_teacher_tokens:
+            bonus = coefficient * (entropies * every).sum() / every.sum().clamp(min=1.0) / accumulation
+            loss = loss + parent_bonus - bonus
+        return loss
 
     @contextmanager
     def _capture_forward(self):

@@ -3,7 +3,7 @@
 import pytest
 
 from ampo_trl.answers import cut_at_last_answer_tag
-from ampo_trl.comprehension import build_scoring_sequence, plan_scoring_chunks
+from ampo_trl.comprehension import build_released_scoring_sequence, build_scoring_sequence, plan_scoring_chunks
 from ampo_trl.demo.tiny import build_tiny_tokenizer
 
 
@@ -92,3 +92,25 @@ def test_plan_empty_and_single_process_budget_packing():
     assert plan_scoring_chunks([], 2, 100) == [[], []]
     plan = plan_scoring_chunks([10, 10, 10, 10], 1, token_budget=20)
     assert [len(chunk) for chunk in plan[0]] == [2, 2]
+
+
+def test_released_scoring_sequence_keeps_the_whitespace_and_finds_the_gold_by_offsets(tokenizer):
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "2+3?"}], add_generation_prompt=True, tokenize=False
+    )
+    sequence = build_released_scoring_sequence(prompt, "Two plus three.<answer>\n 6</answer>", "5", tokenizer)
+    text = tokenizer.decode(sequence.input_ids, skip_special_tokens=False)
+    assert (
+        text == prompt + "Two plus three.<answer>\n 5 </answer><|im_end|>"
+    )  # whitespace kept, a space after the gold
+    assert tokenizer.decode(sequence.input_ids[sequence.answer_start : sequence.answer_end]) == "5"
+    no_space = build_released_scoring_sequence(prompt, "So<answer>6</answer>", "12", tokenizer)
+    assert tokenizer.decode(no_space.input_ids, skip_special_tokens=False).endswith(
+        "So<answer> 12 </answer><|im_end|>"
+    )
+    assert tokenizer.decode(no_space.input_ids[no_space.answer_start : no_space.answer_end]) == "12"
+    # exactly one <answer>, something after it, and a gold are required (the released code scores 0 otherwise)
+    assert build_released_scoring_sequence(prompt, "<answer>1</answer><answer>5</answer>", "5", tokenizer) is None
+    assert build_released_scoring_sequence(prompt, "no tag \\boxed{5}", "5", tokenizer) is None
+    assert build_released_scoring_sequence(prompt, "so <answer>  ", "5", tokenizer) is None
+    assert build_released_scoring_sequence(prompt, "so <answer>5</answer>", " ", tokenizer) is None

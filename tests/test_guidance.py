@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ampo_trl.guidance import (
+    assign_solutions,
     choose_rows_to_replace,
     comprehension_score,
     correctness_mask,
@@ -157,3 +158,23 @@ def test_comprehension_score_is_clipped_to_probability_range():
     assert comprehension_score(torch.tensor([0.0, 0.0]), "geometric") == 1.0
     with pytest.raises(ValueError, match="Unknown comprehension mean"):
         comprehension_score(torch.tensor([0.0]), "median")
+
+
+def test_quality_score_breaks_ties_as_the_released_code_does():
+    scores, lengths = [0.5, 0.9, 0.5, 0.5], [10, 50, 5, 7]
+    assert rank_candidates("comprehension", lengths, scores) == [1, 2, 3, 0]  # ties: shorter first
+    qualities = [0.2, 0.1, None, 0.7]
+    ranked = rank_candidates("comprehension", lengths, scores, tie_break="quality_score", qualities=qualities)
+    assert ranked == [1, 3, 0, 2]  # ties: higher quality first, a missing one last
+    with pytest.raises(ValueError, match="tie break"):
+        rank_candidates("comprehension", lengths, scores, tie_break="longest")
+
+
+def test_released_assignment_gives_row_j_the_j_mod_remaining_solution():
+    assert assign_solutions([1, 4], "ranked") == [0, 1]
+    assert assign_solutions([1, 4], "released") == [1, 0]  # odd first row: the second-best solution
+    assert assign_solutions([2, 5], "released") == [0, 1]
+    assert assign_solutions([3], "released") == [0]  # one solution left: it is taken whatever j
+    assert assign_solutions([0, 1, 5], "released") == [0, 2, 1]  # j=1 of [1, 2] -> 2; then 1
+    with pytest.raises(ValueError, match="assignment"):
+        assign_solutions([0], "random")

@@ -9,6 +9,7 @@ Formulas (``a`` = the extracted answer, `ampo_trl.answers.extract_answer`; ``y*`
 - ``accuracy_reward``            acc = 1 if Math-Verify says ``a == y*`` else 0 (no answer / timeout -> 0)
 - ``format_reward``              fmt = 1 iff exactly one ``<answer>`` and one ``</answer>``, opening first
 - ``ampo_reward``                r   = 0.9 * acc + 0.1 * fmt (the paper's training reward)
+- ``ampo_released_reward``       r + repetition penalty where r != 0 on policy rows (the released code's reward)
 - ``repetition_penalty_reward``  -1 if some window of 10 consecutive words occurs >= 10 times, else 0;
                                  rows whose ``completion_source`` is not ``"policy"`` get 0
 - ``multiple_choice_reward``     1 iff the option letter (A-J) in ``a`` equals the gold letter
@@ -23,6 +24,7 @@ from ..answers import completion_text, extract_answer, extract_boxed, gold_answe
 from .accuracy import ACCURACY_WEIGHT, FORMAT_WEIGHT, accuracy_reward, ampo_reward, format_reward
 from .choice import MULTIPLE_CHOICE_LETTERS, extract_choice_letter, multiple_choice_reward
 from .registry import REWARD_FUNCS, resolve_reward_funcs
+from .released import ampo_released_reward
 from .repetition import (
     POLICY_SOURCE,
     REPETITION_MIN_REPEATS,
@@ -44,6 +46,7 @@ __all__ = [
     "REPETITION_WINDOW_WORDS",
     "REWARD_FUNCS",
     "accuracy_reward",
+    "ampo_released_reward",
     "ampo_reward",
     "completion_text",
     "extract_answer",

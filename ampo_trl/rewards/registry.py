@@ -9,12 +9,14 @@ from typing import Any
 
 from .accuracy import accuracy_reward, ampo_reward, format_reward
 from .choice import multiple_choice_reward
+from .released import ampo_released_reward
 from .repetition import repetition_penalty_reward
 
 REWARD_FUNCS: dict[str, Callable[..., list[float]]] = {
     "accuracy": accuracy_reward,
     "format": format_reward,
     "ampo": ampo_reward,
+    "ampo_released": ampo_released_reward,
     "repetition_penalty": repetition_penalty_reward,
     "multiple_choice": multiple_choice_reward,
 }

@@ -113,7 +113,8 @@ def test_recipe_parses_and_batches_form_whole_groups(recipe, tmp_path):
         f"{_rel(recipe)}: a generation round should hold a whole number of optimizer steps ({plan.describe()})"
     )
     if training_args.guidance_trigger != "never":
-        assert functions[0].__name__ in ("accuracy_reward", "exact_answer_reward"), "accuracy must come first"
+        correctness = functions[0].__name__
+        assert correctness in ("accuracy_reward", "exact_answer_reward", "ampo_released_reward"), "accuracy first"
         assert training_args.num_replacements < training_args.num_generations
 
 
@@ -143,7 +144,10 @@ def test_paper_recipes_use_the_paper_batch_and_hyperparameters(recipe):
     for key, value in expected.items():
         assert values[key] == value, f"{_rel(recipe)}: {key}={values[key]!r}, paper: {value!r}"
     assert values["max_steps"] in (1000, 1020)  # 500 rounds (paper) or 510 (released code) x 2 optimizer steps
-    assert values["reward_funcs"][:2] == ["accuracy", "format"] and values["reward_weights"][:2] == [0.9, 0.1]
+    if recipe.name == "released_code.yaml":  # 0.9 acc + 0.1 fmt and the repetition penalty in one function
+        assert values["reward_funcs"] == ["ampo_released"] and values["correctness_threshold"] == 0.9
+    else:
+        assert values["reward_funcs"][:2] == ["accuracy", "format"] and values["reward_weights"][:2] == [0.9, 0.1]
 
 
 # Each variant differs from the main 7B recipe only in these keys (and output_dir / max_steps where noted).
@@ -157,17 +161,32 @@ VARIANTS = {
     "ablation_k3.yaml": {"num_replacements": 3},
     "ablation_k4.yaml": {"num_replacements": 4},
     "teachers_r1_only.yaml": {"dataset_name": "SII-Enigma/OpenR1-Math-R1-8.5k"},
+    "luffy.yaml": {
+        "dataset_name": "SII-Enigma/OpenR1-Math-R1-8.5k",
+        "guidance_trigger": "every_group",
+        "num_replacements": 1,
+        "off_policy_aggregation": "token",
+    },
     "teachers_two.yaml": {"pool_teachers": ["Qwen3-8B", "DeepSeek-R1-Distill-Qwen-7B"]},
     "released_code.yaml": {
-        "reward_funcs": ["accuracy", "format", "repetition_penalty"],
-        "reward_weights": [0.9, 0.1, 1.0],
+        "reward_funcs": ["ampo_released"],
+        "reward_weights": [1.0],
+        "correctness_threshold": 0.9,
+        "normalize_solutions": False,
         "scale_rewards": "none",
+        "delta": 10.0,
+        "entropy_on_teacher_tokens": True,
+        "released_loss_scale": True,
         "comprehension_mean": "arithmetic",
         "comprehension_format_weight": 0.1,
         "comprehension_round_to_bf16": True,
+        "comprehension_sequence": "released",
+        "comprehension_tie_break": "quality_score",
+        "teacher_assignment": "released",
         "off_policy_aggregation": "constant",
         "loss_type": "dr_grpo",
         "teacher_reward_floor": 1.0,
+        "require_verified_teachers": False,
         "max_steps": 1020,
     },
 }
