@@ -302,7 +302,10 @@ def test_logger_that_is_not_installed_is_reported(tmp_path, ampo_parquet, no_mod
 
     monkeypatch.setattr(integration_utils, "is_wandb_available", lambda: False)
     recipe = write_recipe(tmp_path, dataset_name=str(ampo_parquet), report_to="wandb")
-    with pytest.raises(ValueError, match=r"report_to asks for \['wandb'\].*pip install wandb"):
+    with pytest.raises(
+        ValueError,
+        match=r"report_to asks for \['wandb'\].*pip install wandb\) \(or pip install 'ampo-trl\[tracking\]'\)",
+    ):
         main(["--config", str(recipe)])
     assert checks.check_report_to("none") == [] and checks.check_report_to(["none"]) == []
 
