@@ -46,7 +46,7 @@ def sft_main(argv: Sequence[str] | None = None) -> SFTTrainer:
     )
     attach_model_card_extras(
         trainer,
-        lambda: model_card_extras(recipe, None, script="scripts/train_sft.py"),
+        lambda: model_card_extras(recipe, None, script="-m ampo_trl.cli.train_sft"),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)

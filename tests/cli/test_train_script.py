@@ -150,6 +150,7 @@ def test_train_script_end_to_end_through_accelerate_launch(tmp_path, ampo_parque
     card = (out / "README.md").read_text()
     assert "ampo" in card and "2510.02227" in card and "yuan2025ampo" in card  # tag, paper, citation
     assert "## Training recipe" in card and str(ampo_parquet) in card and "reward_funcs" in card
+    assert f"accelerate launch -m ampo_trl.cli.train --config {recipe}" in card  # works with or without a checkout
     assert "Batch layout: 2 prompts x 4 completions = 8 completions" in card
 
     tables = sorted((out / "completions").glob("*.parquet"))
@@ -365,7 +366,11 @@ def test_sft_script_runs_on_the_tiny_model(tmp_path, ampo_parquet):
     assert trainer.state.global_step == 2
     assert (out / "adapter_model.safetensors").is_file()
     card = (out / "README.md").read_text()
-    assert "## Training recipe" in card and "scripts/train_sft.py" in card and "ampo-sft" in card
+    assert (
+        "## Training recipe" in card
+        and "accelerate launch -m ampo_trl.cli.train_sft --model_name_or_path tiny" in card
+        and "ampo-sft" in card
+    )
 
 
 def test_dataset_from_memory_passes_validation(tmp_path, tiny_model_dir, no_model_loading):

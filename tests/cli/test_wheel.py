@@ -116,6 +116,7 @@ def test_ampo_demo_runs_from_the_installed_wheel(installed):
     assert summary["steps"] == 2 and summary["guidance_trigger"] == "all_fail"
     card = (work / "demo-out" / "README.md").read_text()
     assert "ampo_trl/recipes/demo/ampo_cpu.yaml" in card and str(venv) in card  # the recipe came from the wheel
+    assert "accelerate launch -m ampo_trl.cli.train --config " in card  # a command that works without a checkout
 
 
 @pytest.mark.parametrize("command", ["", *COMMANDS])
