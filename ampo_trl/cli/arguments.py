@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from trl import ScriptArguments
 
-from .batching import batch_plan, num_processes_from_env
+from .batching import batch_plan, num_machines_from_env, num_processes_from_env
+from .recipes import resolve_config_argument
 
 if TYPE_CHECKING:  # pragma: no cover
     from trl import DatasetMixtureConfig, ModelConfig, TrlParser
@@ -227,7 +228,8 @@ def make_sft_parser() -> TrlParser:
 
 @dataclass
 class Recipe:
-    """Where the run's settings came from (shown in the model card): the ``--config`` file and the command line."""
+    """Where the run's settings came from (shown in the model card): the ``--config`` file (a path or a shipped
+    recipe name) and the command line."""
 
     path: str | None = None
     text: str | None = None
@@ -237,8 +239,9 @@ class Recipe:
     def from_argv(cls, argv: Sequence[str]) -> Recipe:
         """The recipe named by ``--config`` in ``argv`` (read now, so the card shows what this run used)."""
         recipe = cls(argv=list(argv))
-        if "--config" in recipe.argv:
-            recipe.path = recipe.argv[recipe.argv.index("--config") + 1]
+        resolved = resolve_config_argument(recipe.argv)
+        if "--config" in resolved:
+            recipe.path = resolved[resolved.index("--config") + 1]
             with open(recipe.path, encoding="utf-8") as handle:
                 recipe.text = handle.read()
         return recipe
@@ -247,7 +250,8 @@ class Recipe:
 def parse_args(
     argv: Sequence[str] | None = None,
 ) -> tuple[AMPOScriptArguments, AMPOConfig, ModelConfig, DatasetMixtureConfig, Recipe]:
-    """Parse ``argv`` (default: ``sys.argv[1:]``): ``--config recipe.yaml`` plus overrides.
+    """Parse ``argv`` (default: ``sys.argv[1:]``): ``--config recipe.yaml`` (a path or a shipped recipe name, see
+    `ampo_trl.cli.recipes`) plus overrides.
 
     Returns ``(script_args, training_args, model_args, dataset_args, recipe)``. Unknown keys in the YAML or on the
     command line are an error. A generation batch that cannot hold whole groups raises a `ValueError` that spells
@@ -255,6 +259,7 @@ def parse_args(
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe = Recipe.from_argv(argv)
+    argv = resolve_config_argument(argv)
     parser = make_parser()
     try:
         script_args, training_args, model_args, dataset_args = parser.parse_args_and_config(argv)
@@ -275,6 +280,7 @@ def _explain_batch_error(parser, argv) -> ValueError | None:
         batch_plan(
             per_device_train_batch_size=namespace.per_device_train_batch_size,
             num_processes=num_processes_from_env(),
+            num_machines=num_machines_from_env(),
             gradient_accumulation_steps=namespace.gradient_accumulation_steps,
             num_generations=namespace.num_generations,
             steps_per_generation=namespace.steps_per_generation,

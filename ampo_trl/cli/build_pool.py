@@ -169,3 +169,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.push_to_hub:
         print(f"Pushed to https://huggingface.co/datasets/{args.push_to_hub}")
     return 0
+
+
+if __name__ == "__main__":  # `python -m ampo_trl.cli.build_pool ...`
+    sys.exit(main())

@@ -71,9 +71,10 @@ def check_report_to(report_to: str | Sequence[str] | None) -> list[str]:
             missing.append(name)
     if missing:
         packages = " ".join(_REPORT_TO_PACKAGES.get(name, name) for name in missing)
+        extra = " (or pip install 'ampo-trl[tracking]')" if set(missing) <= {"tensorboard", "trackio", "wandb"} else ""
         raise ValueError(
             f"report_to asks for {missing}, which {'is' if len(missing) == 1 else 'are'} not installed. Install it "
-            f"(pip install {packages}) or log elsewhere, e.g. --report_to none (console only) or tensorboard."
+            f"(pip install {packages}){extra} or log elsewhere, e.g. --report_to none (console only) or tensorboard."
         )
     return requested
 

@@ -246,3 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+
+
+if __name__ == "__main__":  # `python -m ampo_trl.cli.evaluate ...`
+    sys.exit(main())

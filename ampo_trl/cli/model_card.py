@@ -21,9 +21,10 @@ def model_card_extras(
     recipe: Recipe,
     plan: BatchPlan | None,
     extra_sections: Sequence[str] = (),
-    script: str = "scripts/train.py",
+    script: str = "-m ampo_trl.cli.train",
 ) -> str:
-    """Markdown appended to the TRL model card: how to reproduce this run (``script``: the entry point it ran)."""
+    """Markdown appended to the TRL model card: how to reproduce this run (``script``: the entry point it ran, as
+    ``accelerate launch`` takes it; the module form works from a checkout and from an installed wheel alike)."""
     lines = ["", "## Training recipe", ""]
     command = f"accelerate launch {script} " + " ".join(shlex.quote(arg) for arg in recipe.argv)
     lines += [

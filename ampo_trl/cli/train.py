@@ -200,3 +200,7 @@ def _set_model_init_kwargs(model_args, training_args) -> None:
     if training_args.model_init_kwargs is not None:
         model_init_kwargs.update(training_args.model_init_kwargs)
     training_args.model_init_kwargs = {k: v for k, v in model_init_kwargs.items() if v is not None}
+
+
+if __name__ == "__main__":  # `accelerate launch -m ampo_trl.cli.train --config ...`
+    main()

@@ -13,6 +13,7 @@ from .arguments import Recipe, make_sft_parser
 from .checks import check_report_to
 from .data import load_sft_dataset
 from .model_card import attach_model_card_extras, model_card_extras
+from .recipes import resolve_config_argument
 from .train import _configure_logging, _set_model_init_kwargs, resolve_model_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,6 +26,7 @@ def sft_main(argv: Sequence[str] | None = None) -> SFTTrainer:
     """Entry point of `scripts/train_sft.py` (the paper's SFT baseline: LoRA on all linear layers)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     recipe = Recipe.from_argv(argv)
+    argv = resolve_config_argument(argv)
     script_args, training_args, model_args, dataset_args = make_sft_parser().parse_args_and_config(argv)
     _configure_logging(training_args)
     check_report_to(training_args.report_to)
@@ -44,7 +46,7 @@ def sft_main(argv: Sequence[str] | None = None) -> SFTTrainer:
     )
     attach_model_card_extras(
         trainer,
-        lambda: model_card_extras(recipe, None, script="scripts/train_sft.py"),
+        lambda: model_card_extras(recipe, None, script="-m ampo_trl.cli.train_sft"),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
@@ -58,3 +60,7 @@ def sft_main(argv: Sequence[str] | None = None) -> SFTTrainer:
     if hasattr(trainer, "end"):
         trainer.end()
     return trainer
+
+
+if __name__ == "__main__":  # `accelerate launch -m ampo_trl.cli.train_sft --config ...`
+    sft_main()

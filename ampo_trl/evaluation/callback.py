@@ -1,4 +1,13 @@
-"""`AMPOEvalCallback`: the evaluation protocol on a validation set during training, logged as ``eval/...``."""
+"""`AMPOEvalCallback`: the evaluation protocol on a validation set during training, logged as ``eval/...``.
+
+The metrics do not depend on the number of processes. :func:`plan_eval_batches` cuts the samples (problem i,
+sample s) into generation batches from the problem list alone: sorted by prompt length (longest first, so a batch
+holds similar lengths), cut every ``batch_size`` samples, each batch sampled under its own seed
+``derive_seed(seed, "<problem_id>#<s>|...")`` of the problems and sample indices it holds. The batches are then
+dealt to the processes round-robin (batch b to process b mod world_size). A batch is the same tensors under the same
+seed whichever process generates it, so 1, 2 or 8 processes produce the same responses and the same metrics; only
+``batch_size`` and ``seed`` (and the model) change them.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 from ..answers import SYSTEM_PROMPT
-from ..generation import DEFAULT_TEMPERATURE, DEFAULT_TOP_P, GenerationRequest, TransformersBackend, render_prompt_ids
+from ..generation import (
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOP_P,
+    GenerationRequest,
+    TransformersBackend,
+    derive_seed,
+    render_prompt_ids,
+)
 from ..reporting import mean
 from .loading import load_benchmark
 from .runner import (
@@ -49,6 +65,38 @@ def _distributed() -> tuple[int, int]:
     return 1, 0
 
 
+def plan_eval_batches(
+    samples: Sequence[tuple[int, int]],
+    prompt_lengths: Sequence[int],
+    problem_ids: Sequence[str],
+    batch_size: int,
+    seed: int,
+) -> list[tuple[int, list[tuple[int, int]]]]:
+    """The generation batches of an evaluation, independent of the number of processes.
+
+    ``samples``: (problem index, sample index) pairs; ``prompt_lengths`` / ``problem_ids``: per problem. Returns
+    ``(seed, samples)`` per batch: samples sorted by prompt length, longest first (ties in (problem, sample) order),
+    cut every ``batch_size``; each batch's seed derived from ``seed`` and the (problem id, sample index) it holds.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    ordered = sorted(samples, key=lambda item: (-prompt_lengths[item[0]], item))
+    batches = []
+    for start in range(0, len(ordered), batch_size):
+        chunk = ordered[start : start + batch_size]
+        key = "|".join(f"{problem_ids[index]}#{sample}" for index, sample in chunk)
+        batches.append((derive_seed(seed, key), chunk))
+    return batches
+
+
+def batches_for_rank(num_batches: int, world_size: int, rank: int) -> tuple[list[int], int]:
+    """Batch indices process ``rank`` generates (round-robin), and how many it must run in all: every process makes
+    the same number of ``generate`` calls (``synced_gpus`` under ZeRO-3 / FSDP needs it), so a process with one batch
+    fewer repeats one as padding (its results dropped)."""
+    mine = list(range(rank, num_batches, world_size))
+    return mine, math.ceil(num_batches / world_size)
+
+
 class AMPOEvalCallback(TrainerCallback):
     """Evaluate on a validation set every ``every_n_steps`` optimizer steps during training and log ``eval/...``.
 
@@ -63,11 +111,12 @@ class AMPOEvalCallback(TrainerCallback):
     (unweighted means over the benchmarks of each Table 1 group that are present), ``eval/mean_accuracy``,
     ``eval/mean_length``, ``eval/format_rate``, ``eval/truncation_rate``, ``eval/seconds``.
 
-    Multi-process runs: **every process participates**. The samples are cut into equal contiguous shards (padded
-    with dummy copies, so every process runs the same number of ``generate`` calls with the same batch size), each
-    process generates its shard with ``synced_gpus=True`` (forward passes in lockstep, which ZeRO-3 / FSDP need),
-    scores it, and the scored shards are all-gathered, so every process computes the same metrics and logs
-    them at the same step; no process waits on another's generation outside collectives.
+    Multi-process runs: **every process participates**, and the metrics are those of a single process (see the
+    module docstring: batches and their seeds come from the problems, not from the process layout). The batches
+    are dealt round-robin; a process with one batch fewer repeats one (dropped), so every process runs the same
+    number of ``generate`` calls, with ``synced_gpus=True`` (forward passes in lockstep, which ZeRO-3 / FSDP need).
+    Each process scores its samples, the scored samples are all-gathered, so every process computes the same
+    metrics and logs them at the same step; no process waits on another's generation outside collectives.
 
     Logging goes through ``transformers.Trainer.log`` of the attached trainer (pass ``trainer=`` or call
     :meth:`attach`), which records ``state.log_history`` and reaches the reporting integrations (W&B, TensorBoard,
@@ -117,8 +166,10 @@ class AMPOEvalCallback(TrainerCallback):
         self.trainer = trainer
         self.history: list[dict[str, Any]] = []  # (step, metrics) of every evaluation, on every process
         self.last_results: dict[str, Any] | None = None  # full results (as in results.json) of the last evaluation
+        self.last_samples: list[dict[str, Any]] = []  # its scored samples (as in generations.jsonl), every process
         self._warned_no_trainer = False
         self._last_step: int | None = None
+        self._prompt_ids: tuple[Any, list[list[int]]] | None = None  # (tokenizer, ids per problem), built once
 
     def attach(self, trainer: Trainer) -> AMPOEvalCallback:
         """Register with ``trainer`` (``trainer.add_callback``) and log through it. Returns self."""
@@ -162,30 +213,31 @@ class AMPOEvalCallback(TrainerCallback):
         world_size, rank = _distributed()
         settings = self.settings
         problems = self.benchmark_set.problems
+        prompt_ids = self._problem_prompt_ids(tokenizer)
         items = [(index, s) for index, problem in enumerate(problems) for s in range(settings.samples_for(problem))]
-        per_process = math.ceil(len(items) / world_size)
-        shard = items[rank * per_process : (rank + 1) * per_process]
-        num_real = len(shard)
-        shard = shard + [items[-1]] * (per_process - num_real)  # equal work everywhere; padding dropped below
+        batches = plan_eval_batches(
+            items, [len(ids) for ids in prompt_ids], [p.problem_id for p in problems], self.batch_size, settings.seed
+        )
+        mine, calls = batches_for_rank(len(batches), world_size, rank)
+        shard: list[tuple[int, int]] = []
+        generations = []
         was_training = model.training
         model.eval()
         try:
             backend = TransformersBackend(
                 model, tokenizer, batch_size=self.batch_size, synced_gpus=world_size > 1, progress=False
             )
-            prompt_ids = {}
-            for index, _ in shard:
-                if index not in prompt_ids:
-                    messages = build_messages(problems[index].messages, settings.system_prompt)
-                    prompt_ids[index] = render_prompt_ids(tokenizer, messages)
-            requests = [GenerationRequest(prompt_ids[index], 1) for index, _ in shard]
-            sampling = dataclasses.replace(settings.sampling(), seed=settings.seed + 1_000_003 * rank)
-            generations = [row[0] for row in backend.generate(requests, sampling)] if requests else []
+            for call in range(calls):
+                padding = call >= len(mine)  # same number of generate calls on every process; results dropped
+                seed, batch = batches[mine[-1] if mine else 0] if padding else batches[mine[call]]
+                requests = [GenerationRequest(prompt_ids[index], 1) for index, _ in batch]
+                rows = backend.generate(requests, dataclasses.replace(settings.sampling(), seed=seed))
+                if not padding:
+                    shard += batch
+                    generations += [row[0] for row in rows]
         finally:
             if was_training:
                 model.train()
-        generations = generations[:num_real]
-        shard = shard[:num_real]
         scores = score_responses(
             [g.text for g in generations],
             [problems[index].gold for index, _ in shard],
@@ -193,19 +245,32 @@ class AMPOEvalCallback(TrainerCallback):
             timeout=settings.verify_timeout,
         )
         local = [
-            _sample_record(problems[index], s, g, score) for (index, s), g, score in zip(shard, generations, scores)
+            ((index, s), _sample_record(problems[index], s, g, score))
+            for (index, s), g, score in zip(shard, generations, scores)
         ]
         if world_size > 1:
             import torch.distributed as dist
 
             gathered: list[Any] = [None] * world_size
             dist.all_gather_object(gathered, local)
-            samples = [sample for part in gathered for sample in part]
+            keyed = [item for part in gathered for item in part]
         else:
-            samples = local
+            keyed = local
+        samples = [record for _, record in sorted(keyed, key=lambda item: item[0])]  # (problem, sample) order
         results = compute_results([self.benchmark_set], samples, settings)
-        self.last_results = results
+        self.last_results, self.last_samples = results, samples
         return self._flatten(results, time.time() - started)
+
+    def _problem_prompt_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+        """The chat-templated prompt ids of every problem (computed once per tokenizer)."""
+        if self._prompt_ids is None or self._prompt_ids[0] is not tokenizer:
+            system_prompt = self.settings.system_prompt
+            ids = [
+                render_prompt_ids(tokenizer, build_messages(problem.messages, system_prompt))
+                for problem in self.benchmark_set.problems
+            ]
+            self._prompt_ids = (tokenizer, ids)
+        return self._prompt_ids[1]
 
     def _flatten(self, results: Mapping[str, Any], seconds: float) -> dict[str, float]:
         prefix = self.metric_prefix

@@ -150,6 +150,7 @@ def test_train_script_end_to_end_through_accelerate_launch(tmp_path, ampo_parque
     card = (out / "README.md").read_text()
     assert "ampo" in card and "2510.02227" in card and "yuan2025ampo" in card  # tag, paper, citation
     assert "## Training recipe" in card and str(ampo_parquet) in card and "reward_funcs" in card
+    assert f"accelerate launch -m ampo_trl.cli.train --config {recipe}" in card  # works with or without a checkout
     assert "Batch layout: 2 prompts x 4 completions = 8 completions" in card
 
     tables = sorted((out / "completions").glob("*.parquet"))
@@ -303,7 +304,10 @@ def test_logger_that_is_not_installed_is_reported(tmp_path, ampo_parquet, no_mod
 
     monkeypatch.setattr(integration_utils, "is_wandb_available", lambda: False)
     recipe = write_recipe(tmp_path, dataset_name=str(ampo_parquet), report_to="wandb")
-    with pytest.raises(ValueError, match=r"report_to asks for \['wandb'\].*pip install wandb"):
+    with pytest.raises(
+        ValueError,
+        match=r"report_to asks for \['wandb'\].*pip install wandb\) \(or pip install 'ampo-trl\[tracking\]'\)",
+    ):
         main(["--config", str(recipe)])
     assert checks.check_report_to("none") == [] and checks.check_report_to(["none"]) == []
 
@@ -363,7 +367,11 @@ def test_sft_script_runs_on_the_tiny_model(tmp_path, ampo_parquet):
     assert trainer.state.global_step == 2
     assert (out / "adapter_model.safetensors").is_file()
     card = (out / "README.md").read_text()
-    assert "## Training recipe" in card and "scripts/train_sft.py" in card and "ampo-sft" in card
+    assert (
+        "## Training recipe" in card
+        and "accelerate launch -m ampo_trl.cli.train_sft --model_name_or_path tiny" in card
+        and "ampo-sft" in card
+    )
 
 
 def test_dataset_from_memory_passes_validation(tmp_path, tiny_model_dir, no_model_loading):

@@ -602,9 +602,14 @@ def test_eval_callback_validates_arguments(benchmark_dir):
     assert [p.gold for p in callback.benchmark_set.problems] == ["2"]
 
 
+# Problems of different prompt lengths, 2 sampled responses each (temperature 0.6), 2 per generation batch: the 5
+# batches mix problems, and 2 processes split them 3 / 2 (+ 1 padding batch on rank 1).
+EVAL_ROWS = [{"question": "What is " + "+".join(str(k) for k in range(i + 2)) + "?", "answer": "0"} for i in range(5)]
+EVAL_OPTIONS = {"every_n_steps": 2, "num_samples": 2, "max_new_tokens": 6, "batch_size": 2, "seed": 3}
+
 DISTRIBUTED_SCRIPT = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, warnings
     import torch
     import torch.distributed as dist
     from types import SimpleNamespace
@@ -613,12 +618,11 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
     from ampo_trl.evaluation import AMPOEvalCallback
     from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 
+    spec = json.loads(open(sys.argv[2]).read())
     model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
     model.train()
-    rows = [{"question": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(3)]
-    callback = AMPOEvalCallback(rows, every_n_steps=2, num_samples=1, max_new_tokens=6, batch_size=1)
+    callback = AMPOEvalCallback(spec["rows"], **spec["options"])
     state = SimpleNamespace(global_step=2, log_history=[])
-    import warnings
     warnings.simplefilter("ignore")
     callback.on_step_end(None, state, SimpleNamespace(), model=model, processing_class=tokenizer)
     state.global_step = 3  # not a multiple of every_n_steps: no evaluation, no collective
@@ -629,6 +633,7 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
         "history": callback.history,
         "training": model.training,
         "num_samples": callback.last_results["overall"]["num_samples"],
+        "responses": [[s["problem_id"], s["sample_index"], s["response"]] for s in callback.last_samples],
     }
     with open(os.path.join(sys.argv[1], f"rank{dist.get_rank()}.json"), "w") as handle:
         json.dump(out, handle)
@@ -637,10 +642,12 @@ DISTRIBUTED_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.distributed
-def test_eval_callback_in_two_processes_all_participate_and_agree(tmp_path):
+def run_two_process_evaluation(tmp_path: Path) -> list[dict]:
+    """DISTRIBUTED_SCRIPT under `torchrun --nproc_per_node 2` (gloo); a hang fails the test after a time limit."""
     script = tmp_path / "dist_eval.py"
     script.write_text(DISTRIBUTED_SCRIPT)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"rows": EVAL_ROWS, "options": EVAL_OPTIONS}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [
@@ -651,6 +658,7 @@ def test_eval_callback_in_two_processes_all_participate_and_agree(tmp_path):
             "--nproc_per_node=2",
             str(script),
             str(tmp_path),
+            str(spec),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -665,13 +673,57 @@ def test_eval_callback_in_two_processes_all_participate_and_agree(tmp_path):
         output, _ = process.communicate()
         pytest.fail(f"the 2-process evaluation hung:\n{output[-3000:]}")
     assert process.returncode == 0, output[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.distributed
+def test_eval_callback_gives_the_same_metrics_on_one_and_two_processes(tmp_path):
+    from types import SimpleNamespace
+
+    from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
+
+    ranks = run_two_process_evaluation(tmp_path)
     assert _same_but_seconds(ranks)  # every process computed and logged the same metrics
     (history,) = ranks[0]["history"]
     assert history["step"] == 2
     assert history["eval/mean_accuracy"] == 0.0 and 0 < history["eval/mean_length"] <= 6
     assert all(rank["training"] for rank in ranks)
-    assert [rank["num_samples"] for rank in ranks] == [3, 3]  # 2 + 1 real samples gathered, the padding dropped
+    assert [rank["num_samples"] for rank in ranks] == [10, 10]  # 6 + 4 real samples gathered, the padding dropped
+
+    # The same evaluation in this (single) process: identical responses and metrics.
+    model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
+    callback = AMPOEvalCallback(EVAL_ROWS, **EVAL_OPTIONS)
+    state = SimpleNamespace(global_step=2, log_history=[])
+    with pytest.warns(UserWarning, match="no trainer"):
+        callback.on_step_end(None, state, SimpleNamespace(), model=model, processing_class=tokenizer)
+    single = [[s["problem_id"], s["sample_index"], s["response"]] for s in callback.last_samples]
+    assert len({response for _, _, response in single}) > 1  # sampled, not greedy: the seeds matter
+    assert ranks[0]["responses"] == ranks[1]["responses"] == single
+    assert _same_but_seconds([ranks[0], {"history": callback.history}])
+
+
+def test_eval_batches_do_not_depend_on_the_number_of_processes():
+    from ampo_trl.evaluation.callback import batches_for_rank, plan_eval_batches
+
+    samples = [(index, s) for index in range(4) for s in range(3)]
+    lengths, ids = [5, 9, 5, 7], ["a", "b", "c", "d"]
+    batches = plan_eval_batches(samples, lengths, ids, batch_size=5, seed=0)
+    assert [batch for _, batch in batches] == [
+        [(1, 0), (1, 1), (1, 2), (3, 0), (3, 1)],  # longest prompts first, ties in (problem, sample) order
+        [(3, 2), (0, 0), (0, 1), (0, 2), (2, 0)],
+        [(2, 1), (2, 2)],
+    ]
+    seeds = [seed for seed, _ in batches]
+    assert len(set(seeds)) == 3 and seeds == [seed for seed, _ in plan_eval_batches(samples, lengths, ids, 5, 0)]
+    assert seeds != [seed for seed, _ in plan_eval_batches(samples, lengths, ids, 5, 1)]
+    assert plan_eval_batches(samples, lengths, ["x", "b", "c", "d"], 5, 0)[1][0] != seeds[1]  # keyed by problem id
+    for world_size in (1, 2, 3, 4, 5):
+        dealt = [batches_for_rank(len(batches), world_size, rank) for rank in range(world_size)]
+        assert sorted(index for mine, _ in dealt for index in mine) == [0, 1, 2]  # every batch exactly once
+        assert len({calls for _, calls in dealt}) == 1  # the same number of generate calls everywhere
+    assert batches_for_rank(3, 2, 1) == ([1], 2)  # one padding call
+    with pytest.raises(ValueError, match="batch_size"):
+        plan_eval_batches(samples, lengths, ids, batch_size=0, seed=0)
 
 
 def _same_but_seconds(ranks) -> bool:
