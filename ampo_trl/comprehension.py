@@ -22,9 +22,11 @@ The three pieces (o' + "<answer>", y*, "</answer>") are tokenized separately and
 is known exactly whatever merges the tokenizer would make across the boundaries.
 
 Forward passes are planned globally (`plan_scoring_chunks`): candidates are spread over processes so that each
-holds about the same number of tokens, each process packs its share into chunks whose padded size (rows x longest
-row) stays within a token budget, and every process runs the same number of forward passes, padding with dummy
-passes. That last point is what keeps DeepSpeed ZeRO-3, where every forward is a collective, from hanging.
+holds about the same number of tokens, each process packs its share, longest first, into chunks whose padded size
+(rows x longest row) stays within a token budget and whose rows are at least 1 / `max_padding` as long as the
+chunk's longest (so padding costs at most `max_padding` - 1 of the real tokens), and every process runs the same
+number of forward passes, padding with dummy passes. That last point is what keeps DeepSpeed ZeRO-3, where every
+forward is a collective, from hanging.
 """
 
 from __future__ import annotations
@@ -88,13 +90,16 @@ def build_released_scoring_sequence(
     return ScoringSequence(list(encoding["input_ids"]), overlapping[0], overlapping[-1] + 1)
 
 
-def plan_scoring_chunks(lengths: list[int], num_processes: int, token_budget: int) -> list[list[list[int]]]:
+def plan_scoring_chunks(
+    lengths: list[int], num_processes: int, token_budget: int, max_padding: float = 1.25
+) -> list[list[list[int]]]:
     """Assign candidates to processes and forward passes.
 
     Args:
         lengths: token length of each candidate sequence.
         num_processes: number of processes sharing the work.
         token_budget: maximum rows x longest-row tokens per forward pass (a single longer row gets its own pass).
+        max_padding: a row joins a pass only if the pass's longest row is at most this many times its length.
 
     Returns:
         plan[process][forward] = list of candidate indices. Every process has the same number of forward passes;
@@ -114,7 +119,8 @@ def plan_scoring_chunks(lengths: list[int], num_processes: int, token_budget: in
     for share in shares:  # already sorted longest first, so the first row of a chunk is its widest
         chunks: list[list[int]] = []
         for index in share:
-            if chunks and (len(chunks[-1]) + 1) * lengths[chunks[-1][0]] <= token_budget:
+            width = lengths[chunks[-1][0]] if chunks else 0
+            if chunks and (len(chunks[-1]) + 1) * width <= token_budget and width <= max_padding * lengths[index]:
                 chunks[-1].append(index)
             else:
                 chunks.append([index])

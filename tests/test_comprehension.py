@@ -114,3 +114,14 @@ def test_released_scoring_sequence_keeps_the_whitespace_and_finds_the_gold_by_of
     assert build_released_scoring_sequence(prompt, "no tag \\boxed{5}", "5", tokenizer) is None
     assert build_released_scoring_sequence(prompt, "so <answer>  ", "5", tokenizer) is None
     assert build_released_scoring_sequence(prompt, "so <answer>5</answer>", " ", tokenizer) is None
+
+
+def test_plan_keeps_padding_within_the_bound():
+    lengths = [200, 190, 160, 150, 100, 90, 20, 12, 10]
+    plan = plan_scoring_chunks(lengths, 1, token_budget=10_000)
+    for chunk in plan[0]:
+        widest = max(lengths[i] for i in chunk)
+        assert all(widest <= 1.25 * lengths[i] for i in chunk)
+    assert [[lengths[i] for i in chunk] for chunk in plan[0]] == [[200, 190, 160], [150], [100, 90], [20], [12, 10]]
+    one_pass = plan_scoring_chunks(lengths, 1, token_budget=10_000, max_padding=float("inf"))
+    assert len(one_pass[0]) == 1  # without the bound everything fits in one pass, at 1800 padded for 932 real tokens

@@ -265,8 +265,9 @@ def test_token_budget_bounds_the_scoring_forwards(tmp_path):
     generate(small, addition_rows(2))
     large = make_trainer(tmp_path, comprehension_token_budget=100_000)
     generate(large, addition_rows(2))
-    assert large._metrics["train"]["ampo/scoring_forwards"][-1] == 1.0  # all 6 candidates in one pass
-    assert small._metrics["train"]["ampo/scoring_forwards"][-1] == 6.0  # one candidate per pass
+    # candidates of similar length share passes (padding stays within 25%), at most one per pass under a tiny budget
+    assert small._metrics["train"]["ampo/scoring_forwards"][-1] == 6.0
+    assert large._metrics["train"]["ampo/scoring_forwards"][-1] < 6.0
 
 
 def test_plain_text_prompts_are_guided_too(tmp_path):

@@ -14,6 +14,9 @@ for every loss pass the script counts the *real* completion tokens (unmasked) an
 each micro-batch): padded / real is the waste of padding, real AMPO / real GRPO the extra tokens teacher rows bring.
 ``--length-grouping`` sets AMPO's `length_grouping` (``never`` reproduces the micro-batches of TRL).
 
+``--cost-model`` trains nothing: it prints AMPO's extra tokens per training step for a setting of your own (defaults:
+the paper's 7B run), so the overhead can be predicted before renting GPUs (`cost_model`).
+
 The learning rate is 0 so that both trainers sample exactly the same completions (same seeds, same weights) and
 the time difference is AMPO's own work, not a drift in completion lengths. Step times are the median over the
 measured steps (the first step, with its warm-up costs, is excluded).
@@ -71,6 +74,62 @@ def _dataset(num_prompts: int, teacher_tokens: int):
             }
         )
     return Dataset.from_list(rows)
+
+
+def cost_model(
+    prompts: int = 128,
+    generations: int = 8,
+    prompt_tokens: int = 150,
+    completion_tokens: int = 1268,
+    teacher_tokens: int = 3000,
+    teachers: int = 4,
+    replacements: int = 2,
+    trigger_rate: float = 0.3,
+) -> dict[str, float]:
+    """Tokens per training step: generated, in GRPO's loss pass, and what AMPO adds (all in tokens).
+
+    A triggered group scores its ``teachers`` candidates once (no-grad forward over prompt + teacher solution) and
+    swaps ``replacements`` completions for teacher solutions in the loss pass (forward and backward).
+    """
+    triggered = prompts * trigger_rate
+    generated = prompts * generations * completion_tokens
+    loss_pass = prompts * generations * (prompt_tokens + completion_tokens)
+    scoring = triggered * teachers * (prompt_tokens + teacher_tokens)
+    teacher_extra = triggered * replacements * (teacher_tokens - completion_tokens)
+    return {
+        "generated": generated,
+        "loss_pass": loss_pass,
+        "scoring": scoring,
+        "teacher_extra": teacher_extra,
+        "scoring_per_generated": scoring / generated,
+        "teacher_extra_per_loss_pass": teacher_extra / loss_pass,
+    }
+
+
+def print_cost_model(args: argparse.Namespace) -> None:
+    print(
+        f"# {args.step_prompts} prompts x {args.num_generations} completions per step; prompt {args.prompt_tokens}, "
+        f"completion {args.completion_tokens}, teacher solution {args.teacher_solution_tokens} tokens; "
+        f"{args.teachers} teachers, k = {args.k}"
+    )
+    print("| trigger rate | generated | GRPO loss pass | AMPO scoring (no-grad) | teacher rows (extra, fwd+bwd) |")
+    print("|---|---|---|---|---|")
+    for rate in args.trigger_rates:
+        cost = cost_model(
+            args.step_prompts,
+            args.num_generations,
+            args.prompt_tokens,
+            args.completion_tokens,
+            args.teacher_solution_tokens,
+            args.teachers,
+            args.k,
+            rate,
+        )
+        print(
+            f"| {rate:.2f} | {cost['generated'] / 1e6:.2f} M | {cost['loss_pass'] / 1e6:.2f} M | "
+            f"{cost['scoring'] / 1e6:.2f} M ({cost['scoring_per_generated']:.0%} of generated) | "
+            f"{cost['teacher_extra'] / 1e6:.2f} M (+{cost['teacher_extra_per_loss_pass']:.0%} of the loss pass) |"
+        )
 
 
 def _measured(trainer_class: type, token_counts: list) -> type:
@@ -206,7 +265,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cpu", action="store_true", help="stay on CPU even when a GPU is available")
     parser.add_argument("--worker", choices=SCENARIOS, help=argparse.SUPPRESS)
+    model = parser.add_argument_group("cost model (--cost-model: print token counts, train nothing)")
+    model.add_argument("--cost-model", action="store_true", help="print AMPO's extra tokens per step and exit")
+    model.add_argument("--step-prompts", type=int, default=128, help="prompts per training step (paper: 128)")
+    model.add_argument("--prompt-tokens", type=int, default=150)
+    model.add_argument("--completion-tokens", type=int, default=1268, help="mean sampled completion (paper: 1268)")
+    model.add_argument("--teacher-solution-tokens", type=int, default=3000, help="mean teacher solution")
+    model.add_argument("--teachers", type=int, default=4)
+    model.add_argument("--k", type=int, default=2)
+    model.add_argument(
+        "--trigger-rates", type=float, nargs="+", default=[0.543, 0.301], help="fractions of groups that trigger"
+    )
     args = parser.parse_args(argv)
+    if args.cost_model:
+        print_cost_model(args)
+        return
 
     if args.worker:
         print("BENCHMARK_RESULT " + json.dumps(run_scenario(args)), flush=True)

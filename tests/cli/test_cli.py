@@ -178,3 +178,13 @@ def test_python_dash_m_runs_the_command():
     )
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == str(REPO / "recipes" / "demo" / "ampo_cpu.yaml")
+
+
+def test_cost_model_counts_the_extra_tokens_of_a_step():
+    from ampo_trl.cli.benchmark import cost_model
+
+    cost = cost_model(prompts=10, generations=8, prompt_tokens=100, completion_tokens=500, teacher_tokens=2000,
+                      teachers=4, replacements=2, trigger_rate=0.5)  # fmt: skip
+    assert cost["generated"] == 10 * 8 * 500 and cost["loss_pass"] == 10 * 8 * 600
+    assert cost["scoring"] == 5 * 4 * 2100  # 5 triggered prompts, 4 candidates each, prompt + solution
+    assert cost["teacher_extra"] == 5 * 2 * 1500  # two completions of 500 swapped for solutions of 2000
