@@ -425,7 +425,14 @@ def test_resolve_short_names_function_names_and_strings():
         multiple_choice_reward,
     ]
     assert resolve_reward_funcs(["accuracy_reward"]) == [accuracy_reward]
-    assert set(REWARD_FUNCS) == {"accuracy", "format", "ampo", "repetition_penalty", "multiple_choice"}
+    assert set(REWARD_FUNCS) == {
+        "accuracy",
+        "format",
+        "ampo",
+        "ampo_released",
+        "repetition_penalty",
+        "multiple_choice",
+    }
 
 
 def test_resolve_dotted_paths_and_callables():
