@@ -49,6 +49,7 @@ from .advantages import compute_advantages, weighted_total_rewards
 from .answers import encode_teacher_texts, gold_answer_text
 from .comprehension import build_scoring_sequence, plan_scoring_chunks
 from .config import AMPOConfig
+from .errors import DataFormatError
 from .guidance import (
     choose_rows_to_replace,
     comprehension_score,
@@ -60,7 +61,7 @@ from .guidance import (
     requested_replacements,
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
-from .pool import PoolFormatError, parse_pool, validate_pool_dataset
+from .pool import parse_pool, validate_pool_dataset
 from .rewards import POLICY_SOURCE, format_reward
 
 logger = logging.getLogger(__name__)
@@ -343,8 +344,8 @@ class AMPOTrainer(GRPOTrainer):
             )
         try:
             solutions = parse_pool(row[pool_column], column=pool_column)
-        except PoolFormatError as error:
-            raise PoolFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
+        except DataFormatError as error:
+            raise DataFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
         usable = []
         max_length = self.args.effective_max_teacher_length
         for solution in solutions:

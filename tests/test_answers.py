@@ -77,7 +77,7 @@ def test_gold_columns_have_one_order_everywhere():
 def test_missing_ground_truth_is_an_error_never_an_answer():
     with pytest.raises(MissingGoldError, match="ground_truth"):
         gold_answer_of_row({"reward_model": {"style": "rule"}})
-    with pytest.raises(MissingGoldError, match="row 1 of the batch"):
+    with pytest.raises(MissingGoldError, match="row 1 of the reward function's batch"):
         gold_answers_from_kwargs({"reward_model": [{"ground_truth": "1"}, {"style": "rule"}]})
 
 
