@@ -18,6 +18,8 @@ before Math-Verify. It only rewrites notations whose meaning is unambiguous but 
    inside an expression may mean 2e − 3. Euler expressions are never turned into numbers: ``e``, ``2e``, ``6.8e``,
    ``e-3``, ``2e - 1``, ``e^{-3}``, ``\frac{1}{2e-3}`` are unchanged. Known ambiguity: a lone ``2e-1`` is read as
    0.2.
+5. **Code-like numbers**: a decimal point before an operator is dropped (``-1./3`` -> ``-1/3``; Math-Verify read it
+   as -1), and numpy names become LaTeX (``np.arcsin(10/13)`` -> ``\arcsin(10/13)``, ``np.log`` -> ``\ln``).
 
 **Fast path** (`exact_match_form`, `is_exact_match`): two normalised answers whose canonical forms are equal are the
 same answer. The form only removes what never carries meaning (math delimiters wrapping the whole string,
@@ -51,6 +53,11 @@ _E_NOTATION_UNSIGNED = re.compile(rf"(?<![A-Za-z0-9_.\\]){_MANTISSA}[eE](?P<expo
 _E_NOTATION_SIGNED = re.compile(
     rf"(?:^|(?<=[\s(\[,=$]))(?P<sign>[-+]?){_MANTISSA}[eE](?P<exponent>[+-]\d+)(?=$|\.$|[\s)\],;$\\])"
 )
+# "-1./3" (a trailing decimal point before an operator): Math-Verify reads it as -1.
+_TRAILING_POINT = re.compile(r"(?<=\d)\.(?=\s*[/*^)\]])")
+# Code-like golds (Minerva: np.arcsin(10/13)): numpy names -> LaTeX commands.
+_NUMPY_NAME = re.compile(r"\bnp\.(arcsin|arccos|arctan|sinh|cosh|tanh|sin|cos|tan|exp|log|sqrt|pi)\b")
+_NUMPY_TO_LATEX = {"log": "ln"}
 _TIMES_TEN = re.compile(r"(?<=\d)\s*(?:\\cdot|\\times|\u00d7|\*)\s*10\s*\^")
 
 
@@ -82,6 +89,8 @@ def normalize_answer(text: str, *, plain_commas: bool = True) -> str:
     the module docstring). ``plain_commas=False`` keeps ``32,348`` as written: pass it for a prediction whose gold
     is a list (`is_list_answer`). Idempotent."""
     text = _strip_currency_and_separators(text, plain_commas)
+    text = _TRAILING_POINT.sub("", text)
+    text = _NUMPY_NAME.sub(lambda match: "\\" + _NUMPY_TO_LATEX.get(match[1], match[1]), text)
     text = _E_NOTATION_UNSIGNED.sub(_scientific, text)
     text = _E_NOTATION_SIGNED.sub(_scientific, text)
     return _TIMES_TEN.sub(r"\\times 10^", text)

@@ -21,10 +21,11 @@ Per (prediction, gold) pair:
    Why: Math-Verify's tolerance is absolute and depends on the parse (6 decimal places for a lone float, a chop
    below about 1e-16 for an expression), so ``0.0000001`` equalled ``0.0000002`` and ``5.1\\times 10^{-24}``
    equalled ``4.6\\times 10^{-24}``. A relative tolerance of 1e-6 accepts representation differences only
-   (``1.70e4`` = ``17000`` = ``1.7\\cdot 10^4``, ``142`` = ``142.0``, ``\\pi`` = ``3.14159265``); among the 285
-   distinct numeric golds of MATH-500 and Minerva no two different golds match at 1e-6 (at 1e-2, 68 pairs would). It is
-   not a rounding rule: ``17012`` for ``1.70e4`` is wrong, as in Qwen2.5-Math's grader (1e-4 relative).
-   Exact numbers compare exactly because a relative tolerance would equate 1000000 and 1000001;
+   (``1.70e4`` = ``17000`` = ``1.7\\cdot 10^4``, ``142`` = ``142.0``, ``\\pi`` = ``3.14159265``): among the 394
+   distinct numeric golds of the shared MATH-500 and Minerva files, no two different numbers are within 1e-6 (nor
+   1e-4) of each other; at 1e-2, 80 ordered pairs would be (``42`` ~ ``41.8``). It is not a rounding rule: ``17012``
+   for ``1.70e4`` is wrong, as in Qwen2.5-Math's grader (1e-4 relative). Exact numbers compare exactly because a
+   relative tolerance would equate 1000000 and 1000001;
 
 6. anything else (expressions, sets, intervals, equations, text) is decided by Math-Verify's ``verify``.
 
@@ -171,7 +172,8 @@ def _math_verify_match(prediction: str, gold: str, limit_seconds: int | None) ->
     gold_parsed = _parse_gold(gold, limit_seconds)
     if not gold_parsed:
         return False
-    prediction_parsed = _parse_math(prediction, limit_seconds)
+    # The same normalised string parses the same: reuse the gold's (cached) parse.
+    prediction_parsed = gold_parsed if prediction == gold else _parse_math(prediction, limit_seconds)
     if not prediction_parsed:
         return False
     verdict = _with_time_limit(_numbers_verdict, limit_seconds)(gold_parsed, prediction_parsed)
