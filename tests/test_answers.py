@@ -87,7 +87,7 @@ def test_nested_and_multiple_answer_tags(text, expected):
 _TAGGED_PIECES = st.sampled_from([ANSWER_OPEN, ANSWER_CLOSE, "7", " x ", "\\boxed{9}", "\n"])
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, database=None)
 @given(st.lists(_TAGGED_PIECES, max_size=10).map("".join))
 def test_answer_rules_agree_on_any_arrangement_of_tags(text):
     span = last_answer_span(text)

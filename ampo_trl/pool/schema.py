@@ -19,8 +19,9 @@ Canonical schema (what `AMPOTrainer` reads; column names are configurable with `
 "source"}``), ``"solution"`` for the text and ``"model"`` for the teacher, a plain list of strings (teachers named
 ``teacher_0``, ``teacher_1`` ...), a ``{teacher: text}`` mapping (``None`` values, which Arrow produces for teachers
 missing from a row, mean "no solution"), and any of these JSON-encoded in a string. ``None`` (and pandas' NaN for a
-missing cell) is an empty pool. Optional keys must be finite numbers when present, and a teacher name a string (an
-int is written as a string). Anything else raises `ampo_trl.errors.DataFormatError` naming the row, column and entry.
+missing cell) is an empty pool. The optional keys must be finite numbers when present (``length`` a whole one) and a
+teacher name a string (an int is written as one). Anything else raises `ampo_trl.errors.DataFormatError` naming the
+row, column and entry.
 
 `normalize_solution` brings ``<think>…</think>`` + ``\\boxed{x}`` texts into the ``<answer>`` format.
 """
@@ -85,11 +86,14 @@ def _optional_number(value, key: str, entry_index: int, integer: bool):
     """``length`` / ``quality_score``: None when absent; a finite number otherwise, else an error."""
     if _is_missing(value):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    finite = whole or (isinstance(value, float) and math.isfinite(value))
+    if not finite or (integer and not whole and not value.is_integer()):
+        kind = "a whole number" if integer else "a finite number"
         raise DataFormatError(
-            f"'{key}' must be a finite number, got {value!r}."[:300],
+            f"'{key}' must be {kind}, got {str(value)[:80]!r} ({type(value).__name__}).",
             entry=entry_index,
-            fix=f"remove '{key}' or write a number.",
+            fix=f"remove '{key}' or write {kind}.",
         )
     return int(value) if integer else float(value)
 

@@ -89,7 +89,7 @@ _ANSWER_PIECES = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(_ANSWER_PIECES, max_size=14).map("".join))
 def test_normalize_is_idempotent_and_total(text):
     once = normalize_answer(text)

@@ -23,7 +23,8 @@ def golds():
 
 @pytest.fixture(scope="module")
 def report(golds):
-    return selfcheck.run_selfcheck(golds)
+    # A generous limit: on a busy machine a slow parse must not pass for a wrong verdict (training uses 5 s).
+    return selfcheck.run_selfcheck(golds, timeout=30.0)
 
 
 def test_every_benchmark_verifies_its_golds_and_a_rewriting(golds, report):
