@@ -118,10 +118,9 @@ def _json_document(path: str) -> Records:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-    except UnicodeDecodeError as error:
-        raise DataFormatError(
-            f"not UTF-8 text ({error.reason} at byte {error.start}).", file=path, fix=_UTF8_FIX
-        ) from None
+    except UnicodeDecodeError:
+        _check_utf8_lines(path)  # raises, naming the first line that is not UTF-8
+        raise
     except json.JSONDecodeError as error:
         raise DataFormatError(
             f"not valid JSON ({error.msg}).", file=path, line=error.lineno, fix="check the JSON syntax."

@@ -299,18 +299,18 @@ def validate_pool_dataset(
     answer_checks: list[tuple[int, int, str, str]] = []
     gold_texts: list[str] = []
 
-    def _where(row_index: int | None, column: str, entry_index: int | None = None) -> str:
+    def place_of(row_index: int | None, column: str, entry_index: int | None = None) -> str:
         return DataFormatError("", column=column, entry=entry_index, **row_place(dataset, row_index)).place
 
     for row_index, (pool, answer, prompt) in enumerate(zip(pools, answers, prompts)):
         if prompt_column is not None:
             reason = _check_prompt(prompt)
             if reason is not None:
-                report.add("bad_prompt", row_index, prompt_column, f"{_where(row_index, prompt_column)}: {reason}")
+                report.add("bad_prompt", row_index, prompt_column, f"{place_of(row_index, prompt_column)}: {reason}")
         try:
             gold = gold_text(to_python(answer))
         except DataFormatError as error:
-            report.add("missing_gold", row_index, answer_column, f"{_where(row_index, answer_column)}: {error}")
+            report.add("missing_gold", row_index, answer_column, f"{place_of(row_index, answer_column)}: {error}")
             gold = None
         else:
             if not gold:
@@ -318,7 +318,7 @@ def validate_pool_dataset(
                     "empty_answer",
                     row_index,
                     answer_column,
-                    f"{_where(row_index, answer_column)}: the ground-truth answer is missing or empty.",
+                    f"{place_of(row_index, answer_column)}: the ground-truth answer is missing or empty.",
                 )
         gold_texts.append(gold or "")
         empty_answer = not gold
@@ -336,7 +336,7 @@ def validate_pool_dataset(
         seen: Counter = Counter()
         usable = 0
         for entry_index, (solution, named) in enumerate(entries):
-            where = _where(row_index, pool_column, entry_index)
+            where = place_of(row_index, pool_column, entry_index)
             field_name = f"{pool_column}[{entry_index}]"
             if not named:
                 report.add(
@@ -414,7 +414,7 @@ def validate_pool_dataset(
                     "special_token_text",
                     row_index,
                     f"{pool_column}[{entry_index}].text",
-                    f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): contains the tokenizer's "
+                    f"{place_of(row_index, pool_column, entry_index)} (teacher '{teacher}'): contains the tokenizer's "
                     f"special-token string(s) {found}; the trainer keeps them as plain text, never as control tokens.",
                 )
             per_teacher_tokens[teacher].append(length)
@@ -423,17 +423,17 @@ def validate_pool_dataset(
                     "too_long",
                     row_index,
                     f"{pool_column}[{entry_index}].text",
-                    f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): {length} tokens with EOS, "
-                    f"more than max_teacher_length={max_teacher_length}; the trainer skips it (raise "
+                    f"{place_of(row_index, pool_column, entry_index)} (teacher '{teacher}'): {length} tokens with "
+                    f"EOS, more than max_teacher_length={max_teacher_length}; the trainer skips it (raise "
                     "max_teacher_length to keep it).",
                 )
         for name, lengths in per_teacher_tokens.items():
             stats.per_teacher[name].update({f"tokens_{k}": v for k, v in length_percentiles(lengths).items()})
 
     if answer_checks:
-        _check_answers(report, answer_checks, gold_texts, pool_column, verify_timeout, _where)
+        _check_answers(report, answer_checks, gold_texts, pool_column, verify_timeout, place_of)
     if check_golds:
-        _check_golds(report, gold_texts, answer_column, verify_timeout, _where)
+        _check_golds(report, gold_texts, answer_column, verify_timeout, place_of)
     return report
 
 

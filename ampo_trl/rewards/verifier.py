@@ -46,7 +46,7 @@ import warnings
 from collections.abc import Sequence
 
 from . import worker_pool
-from .normalize import is_exact_match, normalize_pair, strip_math_delimiters
+from .normalize import is_exact_match, normalize_answer, normalize_pair, strip_math_delimiters
 from .worker_pool import _count
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def _math_verify_match(prediction: str, gold: str, limit_seconds: int | None) ->
 
 def _gold_parses(gold: str, limit_seconds: int | None) -> bool:
     """Whether Math-Verify parses the normalised gold into a mathematical object (not only a string)."""
-    return _has_symbolic_result(_parse_gold(normalize_pair("", gold)[1], limit_seconds))
+    return _has_symbolic_result(_parse_gold(normalize_answer(gold), limit_seconds))
 
 
 def _run_task(prediction: str | None, gold: str, limit_seconds: int | None) -> bool:

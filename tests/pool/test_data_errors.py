@@ -198,6 +198,10 @@ def test_non_utf8_input_names_the_line(tmp_path, capsys):
     csv_path.write_bytes("prompt,answer\nq,1\nCaf\u00e9,2\n".encode("latin-1"))
     with pytest.raises(DataFormatError, match=r"latin1.csv, line 3: not UTF-8"):
         load_pool_dataset(str(csv_path))
+    json_path = tmp_path / "latin1.json"
+    json_path.write_bytes('[\n{"prompt": "q"},\n{"prompt": "Caf\u00e9"}\n]\n'.encode("latin-1"))
+    with pytest.raises(DataFormatError, match=r"latin1.json, line 3: not UTF-8"):
+        read_records(json_path)
 
 
 @pytest.mark.parametrize(
