@@ -8,14 +8,22 @@ score and the evaluator can never disagree about what a text's answer is.
   models may wrap their thoughts in ``<think>…</think>``.
 * **Format rule** (:func:`answer_format_ok`, the format reward): exactly one ``<answer>`` and exactly one
   ``</answer>``, the opening tag first.
-* **Answer of a text** (:func:`extract_answer`, the accuracy reward, the evaluator): the stripped content of the last
-  ``<answer>…</answer>`` pair (:func:`last_answer_span`); if that content holds ``\boxed{x}``, the last ``x``.
-  Without any pair, the content of the last ``\boxed{…}`` of the text.
-* **Comprehension cut** (:func:`cut_at_last_answer_tag`): the teacher text before its last ``<answer>``; a text
-  without any ``<answer>`` cannot be scored (score 0).
+* **Answer pair** (:func:`last_answer_span`, the one rule for several or nested tags): the content runs from the
+  **last** ``<answer>`` that is followed by a ``</answer>`` up to the **first** ``</answer>`` after it. So the last
+  pair wins (``<answer>1</answer> … <answer>2</answer>`` gives ``2``), an unclosed trailing ``<answer>`` is ignored
+  (``<answer>1</answer> <answer>2`` gives ``1``), and nested or doubled tags give the innermost content
+  (``<answer><answer>3</answer></answer>`` and ``<answer>3</answer></answer>`` give ``3``, never ``3</answer>``).
+  The content never contains a tag.
+* **Answer of a text** (:func:`extract_answer`, the accuracy reward, the evaluator): the stripped content of the
+  answer pair; if that content holds ``\boxed{x}``, the last ``x``. Without any pair, the content of the last
+  ``\boxed{…}`` of the text.
+* **Comprehension cut** (:func:`cut_at_last_answer_tag`): the teacher text before its last ``<answer>`` (the paper's
+  rule); a text without any ``<answer>`` cannot be scored (score 0). For a text that passes the format rule, the
+  cut, the opening tag of the answer pair and the single ``<answer>`` are the same tag.
 * **Gold answers** (:func:`gold_answer_text`, :func:`gold_answer_of_row`): the first present column of
   :data:`GOLD_ANSWER_COLUMNS`, normalised to the string Math-Verify parses. A ``reward_model`` dict without a
-  ``ground_truth`` is an error, never an answer.
+  usable ``ground_truth`` (absent, None or blank: Arrow turns an absent key into None) and a gold that cannot be
+  text (bytes, an object) raise `MissingGoldError`, a `ampo_trl.errors.DataFormatError`: never a made-up answer.
 * **Teacher text tokenization** (:func:`encode_teacher_texts`): no special tokens added, and special-token strings
   inside the text (``<|im_end|>`` ...) stay plain text, so a teacher row can never end early on a fake EOS. The
   trainer's teacher rows, the comprehension sequences and the pool validator's length check all use it.
@@ -29,6 +37,8 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .errors import DataFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import PreTrainedTokenizerBase
@@ -100,15 +110,17 @@ def answer_format_ok(text: str) -> bool:
 
 
 def last_answer_span(text: str) -> tuple[int, int] | None:
-    """``(start, end)`` of the content of the last ``<answer>…</answer>`` pair (``text[start:end]``), or None when the
-    text has no ``<answer>`` followed by a ``</answer>``."""
-    close_index = text.rfind(ANSWER_CLOSE)
-    if close_index == -1:
-        return None
-    open_index = text.rfind(ANSWER_OPEN, 0, close_index)
-    if open_index == -1:
-        return None
-    return open_index + len(ANSWER_OPEN), close_index
+    """``(start, end)`` of the answer pair's content (``text[start:end]``): from the last ``<answer>`` that is followed
+    by a ``</answer>`` to the first ``</answer>`` after it (see the module docstring). None when no ``<answer>`` is
+    followed by a ``</answer>``."""
+    open_index = text.rfind(ANSWER_OPEN)
+    while open_index != -1:
+        start = open_index + len(ANSWER_OPEN)
+        close_index = text.find(ANSWER_CLOSE, start)
+        if close_index != -1:
+            return start, close_index
+        open_index = text.rfind(ANSWER_OPEN, 0, open_index)
+    return None
 
 
 def cut_at_last_answer_tag(teacher_text: str) -> str | None:
@@ -178,8 +190,9 @@ def extract_boxed(text: str) -> str | None:
 def extract_answer(text: str) -> str | None:
     """Return the model's final answer from a completion text, or None if there is no usable one.
 
-    Rule: the stripped content of the last ``<answer>...</answer>`` pair; if that content contains ``\\boxed{x}`` the
-    (last) ``x`` is returned. Without any answer pair, the content of the last ``\\boxed{...}`` in the text is used.
+    Rule: the stripped content of the answer pair (`last_answer_span`: the last ``<answer>`` followed by a
+    ``</answer>``, up to the first ``</answer>`` after it); if that content contains ``\\boxed{x}`` the (last) ``x``
+    is returned. Without any answer pair, the content of the last ``\\boxed{...}`` in the text is used.
     Empty answers and unbalanced boxes give None.
     """
     if not isinstance(text, str):
@@ -196,32 +209,43 @@ def extract_answer(text: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------ gold answers
-class MissingGoldError(ValueError):
-    """A row has no usable gold answer (no gold column, or a ``reward_model`` without ``ground_truth``)."""
+class MissingGoldError(DataFormatError):
+    """A row has no usable gold answer: a ``reward_model`` dict without ``ground_truth`` (or with None / blank), or a
+    gold value that is not text (bytes, an arbitrary object). A `DataFormatError`, so also a `ValueError`."""
+
+
+_GOLD_FIX = "give every row its final answer as a string, e.g. reward_model = {'ground_truth': '42', 'style': 'rule'}."
 
 
 def gold_answer_text(value: Any) -> str:
     """One gold answer (str, number, list, numpy value, ``{"ground_truth": ...}``, a worked solution) as the answer
     string Math-Verify parses. The single normaliser for every place that reads a ground truth.
 
-    A dict without ``ground_truth`` raises `MissingGoldError`: turning it into text would make up an answer.
+    ``None`` (and a float NaN, pandas' missing value) gives ``""``: the row has no gold (`validate_pool_dataset`
+    reports it). A dict without a usable ``ground_truth`` and a value that is not text (bytes, other objects) raise
+    `MissingGoldError`: turning them into text would make up an answer.
     """
     if value is None:
         return ""
-    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy scalars/arrays from parquet
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy scalars/arrays from parquet
         value = value.tolist()
     if isinstance(value, dict):
-        if "ground_truth" not in value:
+        text = gold_answer_text(value.get("ground_truth"))
+        if not text:
+            state = "an empty 'ground_truth'" if "ground_truth" in value else "no key 'ground_truth'"
             raise MissingGoldError(
-                f"a gold-answer dict needs the key 'ground_truth' (the authors' reward_model schema); got the keys "
-                f"{sorted(value)}."
+                f"a gold-answer dict (the authors' reward_model schema) with {state}; its keys are "
+                f"{sorted(map(str, value))}.",
+                fix=_GOLD_FIX,
             )
-        return gold_answer_text(value["ground_truth"])
+        return text
     if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
+        if math.isnan(value):
+            return ""
         if math.isfinite(value) and value.is_integer():
             return str(int(value))
         return repr(value)
@@ -230,7 +254,12 @@ def gold_answer_text(value: Any) -> str:
         items = [item for item in items if item]
         # A one-element list is just the answer; several elements are read as a set/tuple answer "a, b".
         return items[0] if len(items) == 1 else ", ".join(items)
-    text = str(value).strip()
+    if not isinstance(value, str):
+        raise MissingGoldError(
+            f"a gold answer must be text or a number, got {type(value).__name__}.",
+            fix="store the answer as a string (decode bytes as UTF-8).",
+        )
+    text = value.strip()
     if "####" in text:  # GSM8K-style "reasoning #### 42"
         text = text.rsplit("####", 1)[1].strip()
     if ANSWER_OPEN in text or has_boxed(text):  # a worked solution: keep its final answer
@@ -277,7 +306,9 @@ def gold_answers_from_kwargs(kwargs: dict[str, Any], num_completions: int | None
         try:
             golds.append(gold_answer_text(row))
         except MissingGoldError as error:
-            raise MissingGoldError(f"Column {column_name!r}, row {index} of the batch: {error}") from None
+            raise MissingGoldError(
+                f"row {index} of the reward function's batch: {error.problem}", column=column_name, fix=error.fix
+            ) from None
     return golds
 
 

@@ -1,12 +1,18 @@
 """Reading tables of rows: the one reader of ``.parquet`` / ``.jsonl`` / ``.json`` / ``.csv`` files, directories and
 hub datasets, shared by the pool tools, the training data loader, the pool builder and the evaluator.
 
-* :func:`read_records` gives a local file's rows as plain Python dicts. JSONL: one JSON object per line (blank lines
-  skipped); JSON: a list of objects, an object holding exactly one list of objects (``{"data": [...]}``), or a pandas
-  ``orient="columns"`` object. Errors name the file and the line (JSONL) or the reason. Reading with the standard
-  library keeps per-row ``{teacher: text}`` mappings exact (Arrow would merge their keys across rows).
+* :func:`read_records` gives a local file's rows as plain Python dicts, in a `Records` list that remembers the file
+  and each row's line (JSONL), so later errors can name them. JSONL: one JSON object per line (blank lines skipped);
+  JSON: a list of objects, an object holding exactly one list of objects (``{"data": [...]}``), or a pandas
+  ``orient="columns"`` object. Reading with the standard library keeps per-row ``{teacher: text}`` mappings exact
+  (Arrow would merge their keys across rows).
+* :func:`rows_to_dataset` builds a `datasets.Dataset` from rows; a column whose values Arrow cannot hold in one
+  type (``"answer": "5"`` in one line, ``"answer": 5`` in another) is named with the two rows (lines) that clash.
 * :func:`load_table` gives a `datasets.Dataset` (also for directories and hub ids).
 * :func:`to_python` turns numpy values (parquet, pandas) into plain Python.
+
+Malformed input (not UTF-8, not JSON, not an object per line, mixed types) raises
+`ampo_trl.errors.DataFormatError` naming the file, line or row and column, and how to fix it.
 """
 
 from __future__ import annotations
@@ -17,10 +23,37 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import DataFormatError
+
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
 
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+
+_UTF8_FIX = "re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+
+
+class Records(list):
+    """Rows read from a file (a plain list of dicts) that remember where they came from: ``source`` (the path) and
+    ``line_numbers`` (the 1-based line of each row in a JSONL file; None for other files)."""
+
+    def __init__(self, rows=(), source: str | None = None, line_numbers: list[int] | None = None) -> None:
+        super().__init__(rows)
+        self.source = source
+        self.line_numbers = line_numbers
+
+
+def row_place(rows: Any, row_index: int | None) -> dict[str, Any]:
+    """``file`` / ``line`` / ``row`` of a row for `DataFormatError.located`: the file and line when ``rows`` is a
+    `Records`, else only the row."""
+    place: dict[str, Any] = {"row": row_index}
+    source = getattr(rows, "source", None)
+    if source is not None:
+        place["file"] = source
+    lines = getattr(rows, "line_numbers", None)
+    if lines is not None and row_index is not None and 0 <= row_index < len(lines):
+        place["line"] = lines[row_index]
+    return place
 
 
 def to_python(value: Any) -> Any:
@@ -34,39 +67,64 @@ def to_python(value: Any) -> Any:
     return value
 
 
-def _json_lines(path: str) -> list[dict]:
-    rows = []
+def _text_lines(path: str):
+    """``(line_number, text)`` of a text file; the first line that is not UTF-8 raises `DataFormatError`."""
     with open(path, "rb") as handle:
         for line_number, raw_line in enumerate(handle, start=1):
             try:
-                line = raw_line.decode("utf-8")
+                yield line_number, raw_line.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise ValueError(
-                    f"{path}, line {line_number}: not UTF-8 text ({error.reason} at byte {error.start} of the line); "
-                    "re-encode the file as UTF-8."
+                raise DataFormatError(
+                    f"not UTF-8 text ({error.reason} at byte {error.start} of the line).",
+                    file=path,
+                    line=line_number,
+                    fix=_UTF8_FIX,
                 ) from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}, line {line_number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {line_number}: a JSON {type(row).__name__}, expected an object.")
-            rows.append(row)
-    return rows
 
 
-def _json_document(path: str) -> list[dict]:
+def _json_lines(path: str) -> Records:
+    rows, line_numbers = [], []
+    for line_number, line in _text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(
+                f"not valid JSON ({error.msg} at character {error.pos}).",
+                file=path,
+                line=line_number,
+                fix="write one JSON object per line.",
+            ) from None
+        if not isinstance(row, dict):
+            raise DataFormatError(
+                f"a JSON {type(row).__name__}, expected an object.",
+                file=path,
+                line=line_number,
+                fix='write one JSON object per line, e.g. {"prompt": ..., "answer": ...}.',
+            )
+        rows.append(row)
+        line_numbers.append(line_number)
+    return Records(rows, source=path, line_numbers=line_numbers)
+
+
+def _check_utf8_lines(path: str) -> None:
+    """Raise `DataFormatError` naming the first line of a text file that is not UTF-8."""
+    for _ in _text_lines(path):
+        pass
+
+
+def _json_document(path: str) -> Records:
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{path}: not UTF-8 text ({error.reason} at byte {error.start}); re-encode it as UTF-8."
-        ) from None
+    except UnicodeDecodeError:
+        _check_utf8_lines(path)  # raises, naming the first line that is not UTF-8
+        raise
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {error.lineno}: not valid JSON ({error.msg}).") from None
+        raise DataFormatError(
+            f"not valid JSON ({error.msg}).", file=path, line=error.lineno, fix="check the JSON syntax."
+        ) from None
     if isinstance(data, dict):
         lists = [value for value in data.values() if isinstance(value, list)]
         if len(lists) == 1:
@@ -75,9 +133,21 @@ def _json_document(path: str) -> list[dict]:
             names = list(data)
             index = list(next(iter(data.values()), {}))
             data = [{name: data[name].get(key) for name in names} for key in index]
-    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
-        raise ValueError(f"{path}: expected a JSON list of objects (or an object holding one list of objects).")
-    return data
+    if not isinstance(data, list):
+        raise DataFormatError(
+            f"a JSON {type(data).__name__}, expected a list of objects (or an object holding one list of objects).",
+            file=path,
+            fix="store the rows as a JSON list of objects, or as JSONL (one object per line).",
+        )
+    for row_index, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise DataFormatError(
+                f"a JSON {type(row).__name__}, expected an object.",
+                file=path,
+                row=row_index,
+                fix="make every element of the list a JSON object.",
+            )
+    return Records(data, source=path)
 
 
 def _parquet_table(path: str):
@@ -97,7 +167,7 @@ def _read_parquet(path: str):
     return Dataset(_parquet_table(path))
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_records(path: str | os.PathLike) -> Records:
     """Rows of a local ``.jsonl``, ``.json`` or ``.parquet`` file as plain Python dicts (see the module docstring)."""
     path = os.fspath(path)
     suffix = Path(path).suffix.lower()
@@ -106,16 +176,76 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     if suffix == ".json":
         return _json_document(path)
     if suffix == ".parquet":
-        return _parquet_table(path).to_pylist()
+        return Records(_parquet_table(path).to_pylist(), source=path)
     raise ValueError(f"{path}: unsupported file type {suffix!r}; use .parquet, .jsonl or .json.")
 
 
 def rows_to_dataset(rows: list[dict]) -> Dataset:
-    """`Dataset.from_list` looks only at the first row's keys; this takes the union of all rows' keys."""
+    """A `datasets.Dataset` with the union of all rows' keys as columns (`Dataset.from_list` looks only at the first
+    row's). A column Arrow cannot hold in one type raises `DataFormatError` naming it and two clashing rows (with
+    their file and lines when ``rows`` is a `Records`)."""
+    import pyarrow as pa
     from datasets import Dataset
 
     names = list(dict.fromkeys(name for row in rows for name in row))
-    return Dataset.from_dict({name: [row.get(name) for row in rows] for name in names})
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    try:
+        return Dataset.from_dict(columns)
+    except (pa.ArrowException, TypeError, ValueError) as error:
+        raise _mixed_type_error(rows, columns, error) from None
+
+
+def _shape(value: Any) -> Any:
+    """A hashable summary of a value's type structure: values of equal shape never clash in Arrow."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted((str(key), _shape(item)) for key, item in value.items())))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(sorted({_shape(item) for item in value}, key=repr)))
+    return type(value).__name__
+
+
+def _mixed_type_error(rows: list[dict], columns: dict[str, list], error: Exception) -> DataFormatError:
+    """The first column whose values cannot share one Arrow type, with the first two rows that clash."""
+    import pyarrow as pa
+
+    def fits(values: list) -> bool:
+        try:
+            pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError):
+            return False
+        return True
+
+    for name, values in columns.items():
+        if fits(values):
+            continue
+        present = [index for index, value in enumerate(values) if value is not None]
+        first = present[0]
+        checked = {_shape(values[first])}
+        for index in present[1:]:
+            shape = _shape(values[index])
+            if shape in checked:
+                continue
+            if not fits([values[first], values[index]]):
+                first_place = row_place(rows, first)
+                where = f"line {first_place['line']}" if "line" in first_place else f"row {first}"
+                return DataFormatError(
+                    f"this value ({type(values[index]).__name__}: {str(values[index])[:60]!r}) does not have the type "
+                    f"of the column's first value ({type(values[first]).__name__} in {where}: "
+                    f"{str(values[first])[:60]!r}); Arrow stores one type per column ({error}).",
+                    column=name,
+                    fix="write every value of this column with the same type (e.g. all answers as strings).",
+                    **row_place(rows, index),
+                )
+            checked.add(shape)
+        return DataFormatError(
+            f"Arrow cannot store the values of this column in one type ({error}).",
+            column=name,
+            fix="write every value of this column with the same type.",
+            file=getattr(rows, "source", None),
+        )
+    return DataFormatError(
+        f"Arrow cannot build a table from these rows ({error}).", file=getattr(rows, "source", None)
+    )
 
 
 def load_table(source: str | os.PathLike, split: str = "train") -> Dataset:
@@ -137,6 +267,7 @@ def load_table(source: str | os.PathLike, split: str = "train") -> Dataset:
         if path.endswith((".jsonl", ".json")):
             return rows_to_dataset(read_records(path))
         if path.endswith(".csv"):
+            _check_utf8_lines(path)  # datasets would fail with a byte offset and no line
             return Dataset.from_csv(path)
         raise ValueError(f"{path}: unsupported file type (use .parquet, .jsonl, .json or .csv).")
     if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", path) and not path.endswith(TABLE_SUFFIXES):

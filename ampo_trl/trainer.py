@@ -52,6 +52,7 @@ from .advantages import compute_advantages, weighted_total_rewards
 from .answers import GOLD_ANSWER_COLUMNS, encode_teacher_texts, gold_answer_of_row, gold_column
 from .comprehension import build_released_scoring_sequence, build_scoring_sequence, plan_scoring_chunks
 from .config import AMPOConfig
+from .errors import DataFormatError
 from .guidance import (
     assign_solutions,
     choose_rows_to_replace,
@@ -65,7 +66,7 @@ from .guidance import (
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
 from .micro_batches import group_by_length, padding_stats, per_token_keys
-from .pool import PoolFormatError, parse_pool, validate_pool_dataset
+from .pool import parse_pool, validate_pool_dataset
 from .rewards import POLICY_SOURCE, format_reward
 from .vllm_scoring import fits, gold_logprobs_from_engine, gold_logprobs_from_server, server_max_model_len
 
@@ -359,8 +360,8 @@ class AMPOTrainer(GRPOTrainer):
         try:
             # A row without the column (a streaming dataset whose columns were unknown up front) has no teachers.
             solutions = parse_pool(row.get(pool_column), column=pool_column)
-        except PoolFormatError as error:
-            raise PoolFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
+        except DataFormatError as error:
+            raise DataFormatError(f"{error} (prompt: {str(row.get('prompt'))[:200]!r})") from None
         usable = []
         max_length = self.args.effective_max_teacher_length
         for solution in solutions:

@@ -2,8 +2,12 @@
 must agree about every text, because all three read it through `ampo_trl.answers`."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ampo_trl.answers import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
     GOLD_ANSWER_COLUMNS,
     MissingGoldError,
     answer_format_ok,
@@ -27,6 +31,8 @@ TEXTS = {
     "close only": "the answer is 5</answer>",
     "close before open": "</answer> 5 <answer>",
     "nested": "<answer><answer>5</answer></answer>",
+    "doubled close": "<answer>5</answer></answer>",
+    "pair then unclosed": "<answer>5</answer> no wait <answer>6",
     "boxed only": "so \\boxed{5}",
     "no tag": "five",
 }
@@ -62,6 +68,46 @@ def test_format_rule_and_spans():
     assert extract_answer("no tag \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}"
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("<answer><answer>3</answer></answer>", "3"),  # issue 10: was "3</answer>"
+        ("<answer>3</answer></answer>", "3"),
+        ("<answer><answer>3</answer>", "3"),
+        ("<answer>1</answer> wait <answer>2</answer>", "2"),  # the last pair wins
+        ("<answer>1</answer> wait <answer>2", "1"),  # an unclosed trailing tag is ignored
+        ("<answer>a <answer>b</answer> c</answer>", "b"),
+        ("</answer><answer>", None),
+    ],
+)
+def test_nested_and_multiple_answer_tags(text, expected):
+    assert extract_answer(text) == expected
+
+
+_TAGGED_PIECES = st.sampled_from([ANSWER_OPEN, ANSWER_CLOSE, "7", " x ", "\\boxed{9}", "\n"])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.lists(_TAGGED_PIECES, max_size=10).map("".join))
+def test_answer_rules_agree_on_any_arrangement_of_tags(text):
+    span = last_answer_span(text)
+    if span is not None:
+        start, end = span
+        content = text[start:end]
+        assert ANSWER_OPEN not in content and ANSWER_CLOSE not in content  # the content never holds a tag
+        assert text[start - len(ANSWER_OPEN) : start] == ANSWER_OPEN and text[end:].startswith(ANSWER_CLOSE)
+        later_open = text.find(ANSWER_OPEN, end)  # the opening tag is the last one followed by a closing tag
+        assert later_open == -1 or ANSWER_CLOSE not in text[later_open:]
+    else:
+        assert not any(ANSWER_CLOSE in text[i:] for i in range(len(text)) if text.startswith(ANSWER_OPEN, i))
+    if answer_format_ok(text):  # one pair: the span, the comprehension cut and the format rule name the same tag
+        assert span is not None and cut_at_last_answer_tag(text) == text[: span[0] - len(ANSWER_OPEN)]
+    if cut_at_last_answer_tag(text) is None:
+        assert span is None and not answer_format_ok(text)
+    answer = extract_answer(text)
+    assert answer is None or (ANSWER_OPEN not in answer and ANSWER_CLOSE not in answer)
+
+
 def test_gold_columns_have_one_order_everywhere():
     assert GOLD_ANSWER_COLUMNS[:3] == ("answer", "solution", "reward_model")
     assert gold_column(["question", "reward_model", "solution"]) == "solution"
@@ -77,7 +123,7 @@ def test_gold_columns_have_one_order_everywhere():
 def test_missing_ground_truth_is_an_error_never_an_answer():
     with pytest.raises(MissingGoldError, match="ground_truth"):
         gold_answer_of_row({"reward_model": {"style": "rule"}})
-    with pytest.raises(MissingGoldError, match="row 1 of the batch"):
+    with pytest.raises(MissingGoldError, match="row 1 of the reward function's batch"):
         gold_answers_from_kwargs({"reward_model": [{"ground_truth": "1"}, {"style": "rule"}]})
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..answers import SYSTEM_PROMPT, gold_answer_text
+from ..errors import DataFormatError
 from ..pool import (
     apply_system_prompt,
     detect_pool_format,
@@ -121,7 +122,8 @@ def load_training_dataset(
     columns = dataset.column_names
     if answer_column not in columns and "reward_model" in columns:
         dataset = dataset.map(
-            lambda row: {answer_column: gold_answer_text(row["reward_model"])},
+            lambda row, index: {answer_column: _gold_of_row(row, index)},
+            with_indices=True,
             desc="answer from reward_model.ground_truth",
         )
     if "prompt" not in dataset.column_names:
@@ -155,6 +157,13 @@ def load_training_dataset(
     if len(dataset) == 0:
         raise ValueError("The training dataset is empty after loading and filtering.")
     return dataset
+
+
+def _gold_of_row(row: dict, row_index: int) -> str:
+    try:
+        return gold_answer_text(row["reward_model"])
+    except DataFormatError as error:
+        raise error.located(row=row_index, column="reward_model") from None
 
 
 def filter_pool_teachers(dataset: Dataset, teachers: Sequence[str], pool_column: str) -> Dataset:

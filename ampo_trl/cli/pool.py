@@ -11,6 +11,9 @@ Run as ``ampo-pool <command>`` (console script) or ``python -m ampo_trl.cli.pool
 
 ``DATASET`` is a local ``.parquet`` / ``.jsonl`` / ``.json`` / ``.csv`` file, a ``save_to_disk`` directory or a hub
 dataset id; recognised non-canonical formats are converted on the fly (`ampo_trl.pool.load_pool_dataset`).
+
+Malformed input (`ampo_trl.errors.DataFormatError`: not UTF-8, not JSON, mixed types in a column, a row that cannot
+be converted) is reported on stderr as one message naming the file, line or row, column and the fix; exit status 2.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..answers import SYSTEM_PROMPT
+from ..errors import DataFormatError
 from ..pool import (
     DEFAULT_ANSWER_COLUMN,
     DEFAULT_POOL_COLUMN,
@@ -63,7 +67,8 @@ def _load(args):
             prompt_column=args.prompt_column,
         )
     elif isinstance(raw, list):
-        dataset = rows_to_dataset(raw)
+        rows_to_dataset(raw)  # what training will build: a column Arrow cannot type is an error naming its lines
+        dataset = raw  # rows keep their file and lines for the report
     else:
         dataset = raw
     return dataset, source_format
@@ -83,6 +88,7 @@ def _validate(args, dataset) -> PoolReport:
         tokenizer=tokenizer,
         max_teacher_length=getattr(args, "max_teacher_length", None),
         check_answers=getattr(args, "check_answers", False),
+        check_golds=getattr(args, "check_golds", False) or getattr(args, "check_answers", False),
     )
 
 
@@ -276,7 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_arguments(validate)
     validate.add_argument("--tokenizer", default=None)
     validate.add_argument("--max-teacher-length", type=int, default=None)
-    validate.add_argument("--check-answers", action="store_true", help="verify every solution against the answer")
+    validate.add_argument(
+        "--check-answers",
+        action="store_true",
+        help="verify every solution against the answer (implies --check-golds)",
+    )
+    validate.add_argument(
+        "--check-golds",
+        action="store_true",
+        help="warn about gold answers Math-Verify cannot parse (one parse per distinct gold)",
+    )
     validate.add_argument("--show-warnings", action="store_true", help="list warnings too, not only errors")
     validate.add_argument("--max-listed", type=int, default=50)
     validate.set_defaults(func=cmd_validate)
@@ -314,7 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return build_main(argv[1:], prog="ampo-pool build")
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except DataFormatError as error:
+        print(f"ampo-pool {args.command}: malformed input: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Only the standard library is imported by `schema`, `validation` and `convert` at
 ``numpy`` when needed), so the trainer's import of this package stays cheap.
 """
 
+from ..errors import DataFormatError
 from .convert import (
     LUFFY_DEFAULT_TEACHER,
     POOL_FORMATS,
@@ -35,6 +36,7 @@ from .sft import export_sft_dataset
 from .validation import FATAL_KINDS, WARNING_KINDS, PoolProblem, PoolReport, PoolStats, validate_pool_dataset
 
 __all__ = [
+    "DataFormatError",
     "DEFAULT_ANSWER_COLUMN",
     "DEFAULT_POOL_COLUMN",
     "DEFAULT_PROMPT_COLUMN",

@@ -7,6 +7,10 @@
 
 `detect_pool_format` tells them apart by their columns, `to_canonical` converts a dataset (counting what it drops
 or normalises, never silently), `load_pool_dataset` loads a file or hub id and converts it.
+
+A row that cannot be converted exactly is refused with `ampo_trl.errors.DataFormatError` naming its row (and file and
+line for JSONL input), column and entry: an unreadable pool entry, a message that is not text, and a missing gold
+(an AMPO / LUFFY row whose ``reward_model`` has no ``ground_truth``) is never turned into a made-up answer.
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..answers import gold_answer_text as gold_text
-from ..records import column_names, load_table, read_records, rows_to_dataset, to_python
+from ..errors import DataFormatError
+from ..records import Records, column_names, load_table, read_records, row_place, rows_to_dataset, to_python
 from .schema import (
     DEFAULT_ANSWER_COLUMN,
     DEFAULT_POOL_COLUMN,
     DEFAULT_PROMPT_COLUMN,
     TEXT_KEYS,
-    PoolFormatError,
     TeacherSolution,
     _read_entries,
     normalize_solution,
@@ -129,10 +133,9 @@ def convert_ampo_row(
     "quality_score": quality_score}``; ``reward_model["ground_truth"]`` -> ``answer``.
     """
     counts = counts if counts is not None else Counter()
-    value = _drop_textless(row.get("target_lst"), counts)
-    entries = [solution for solution, _ in _read_entries(value)]
+    entries = _entries_of(row, "target_lst", counts)
     prompt = apply_system_prompt(row.get("prompt"), system_prompt)
-    return _canonical_row(prompt, row.get("reward_model"), entries, normalize, True, counts)
+    return _canonical_row(prompt, _required_gold(row, "reward_model"), entries, normalize, True, counts)
 
 
 def convert_luffy_row(
@@ -164,14 +167,19 @@ def convert_luffy_row(
             counts["dropped_entries_without_text"] += 1
             continue
         if not isinstance(content, str):
-            raise PoolFormatError(f"column 'target': message content must be a string, got {type(content).__name__}.")
+            raise DataFormatError(
+                f"message content must be a string, got {type(content).__name__}.",
+                column="target",
+                entry=len(texts),
+                fix="store each target message as {'role': 'assistant', 'content': text}.",
+            )
         texts.append(content)
     entries = [
         TeacherSolution(teacher=teacher_name if index == 0 else f"{teacher_name}_{index}", text=text)
         for index, text in enumerate(texts)
     ]
     prompt = apply_system_prompt(row.get("prompt"), system_prompt)
-    return _canonical_row(prompt, row.get("reward_model"), entries, normalize, False, counts)
+    return _canonical_row(prompt, _required_gold(row, "reward_model"), entries, normalize, False, counts)
 
 
 def convert_solutions_row(
@@ -188,18 +196,39 @@ def convert_solutions_row(
         prompt = [{"role": "user", "content": "" if question is None else str(question)}]
         if system_prompt:
             prompt.insert(0, {"role": "system", "content": system_prompt})
-    value = _drop_textless(row.get("solutions"), counts)
-    entries = [solution for solution, _ in _read_entries(value)]
-    return _canonical_row(prompt, row.get("answer"), entries, normalize, False, counts)
+    entries = _entries_of(row, "solutions", counts)
+    return _canonical_row(prompt, _required_gold(row, "answer"), entries, normalize, False, counts)
 
 
-def _canonical_row(prompt, gold, entries, normalize: bool, keep_quality: bool, counts: Counter) -> dict:
+def _entries_of(row: dict, column: str, counts: Counter) -> list[TeacherSolution]:
+    try:
+        return [solution for solution, _ in _read_entries(_drop_textless(row.get(column), counts))]
+    except DataFormatError as error:
+        raise error.located(column=column) from None
+
+
+def _required_gold(row: dict, column: str) -> str:
+    """The row's gold answer as text; a missing or unreadable one is an error (never a made-up or empty answer)."""
+    try:
+        gold = gold_text(to_python(row.get(column)))
+    except DataFormatError as error:
+        raise error.located(column=column) from None
+    if not gold:
+        raise DataFormatError(
+            "no gold answer (the value is missing or empty).",
+            column=column,
+            fix=f"add the final answer to '{column}' (for reward_model: {{'ground_truth': ...}}) or drop the row.",
+        )
+    return gold
+
+
+def _canonical_row(prompt, gold: str, entries, normalize: bool, keep_quality: bool, counts: Counter) -> dict:
     """The canonical columns every converter returns; rows left without a solution are counted, not dropped."""
     if not entries:
         counts["rows_without_solutions"] += 1
     return {
         "prompt": prompt,
-        "answer": gold_text(gold),
+        "answer": gold,
         DEFAULT_POOL_COLUMN: _entries_to_canonical(entries, normalize, keep_quality, counts),
     }
 
@@ -282,7 +311,10 @@ def to_canonical(
             if system_prompt is not None:
                 out[prompt_column] = apply_system_prompt(row.get(prompt_column), system_prompt)
             if normalize:
-                entries = [solution for solution, _ in _read_entries(row.get(pool_column))]
+                try:
+                    entries = [solution for solution, _ in _read_entries(row.get(pool_column))]
+                except DataFormatError as error:
+                    raise error.located(column=pool_column) from None
                 out[pool_column] = [
                     {
                         "teacher": s.teacher,
@@ -328,18 +360,21 @@ def to_canonical(
 
     if rows_input:
         converted = []
-        for row in dataset:
+        for row_index, row in enumerate(dataset):
             row = dict(row)
-            new = convert(row, counts)
+            new = _located_conversion(convert, row, row_index, counts, dataset)
             for column in drop:
                 row.pop(column, None)
             row.update(new)
             converted.append(row)
-        names = list(dict.fromkeys(name for row in converted for name in row))  # union: rows may differ in keys
-        result = Dataset.from_dict({name: [row.get(name) for row in converted] for name in names})
+        # Same file and lines as the input rows, so a column of mixed types is named with its lines.
+        converted = Records(converted, getattr(dataset, "source", None), getattr(dataset, "line_numbers", None))
+        result = rows_to_dataset(converted)
     elif not isinstance(dataset, Dataset):  # IterableDataset (streaming): converted lazily, counts unknown
         logger.info("to_canonical: a streaming dataset is converted lazily; entry counts are not collected.")
-        result = dataset.map(lambda row: convert(row, Counter()), remove_columns=drop)
+        result = dataset.map(
+            lambda row, index: _located_conversion(convert, row, index), with_indices=True, remove_columns=drop
+        )
         return (result, counts) if return_counts else result
     else:
         features = Features({name: feature for name, feature in dataset.features.items() if name not in drop})
@@ -352,15 +387,16 @@ def to_canonical(
             features[pool_column] = _pool_feature(with_quality=True, with_length=True)
         features[_COUNTS_COLUMN] = Value("string")
 
-        def convert_with_counts(row):
+        def convert_with_counts(row, row_index):
             # Counts travel in a temporary column, so they survive num_proc > 1 (worker processes).
             local: Counter = Counter()
-            out = convert(row, local)
+            out = _located_conversion(convert, row, row_index, local)
             out[_COUNTS_COLUMN] = json.dumps(local) if local else ""
             return out
 
         result = dataset.map(
             convert_with_counts,
+            with_indices=True,
             remove_columns=drop,
             features=features,
             num_proc=num_proc,
@@ -376,6 +412,14 @@ def to_canonical(
 
 
 _COUNTS_COLUMN = "__ampo_pool_counts"
+
+
+def _located_conversion(convert, row: dict, row_index: int, counts: Counter | None = None, rows=None) -> dict:
+    """``convert(row, counts)``, with the row (and the file and line of `Records` input) added to its errors."""
+    try:
+        return convert(row, Counter() if counts is None else counts)
+    except DataFormatError as error:
+        raise error.located(**row_place(rows, row_index)) from None
 
 
 def _count_normalized(text: str, counts: Counter) -> str:
@@ -411,8 +455,15 @@ def load_pool_dataset(
     """Load a pool dataset (see `load_table`) and, when ``convert``, bring a recognised non-canonical format to the
     canonical columns with `to_canonical` (keyword arguments are passed on). JSONL / JSON files are converted row by
     row before Arrow sees them, so per-row ``{teacher: text}`` mappings with different teachers stay exact."""
-    pool_column = to_canonical_kwargs.get("pool_column", DEFAULT_POOL_COLUMN)
     path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    try:
+        return _load_pool_dataset(source, path, split, convert, to_canonical_kwargs)
+    except DataFormatError as error:
+        raise error.located(file=path if path and os.path.exists(path) else None) from None
+
+
+def _load_pool_dataset(source, path: str | None, split: str, convert: bool, to_canonical_kwargs: dict) -> Dataset:
+    pool_column = to_canonical_kwargs.get("pool_column", DEFAULT_POOL_COLUMN)
     if path and os.path.isfile(path) and path.endswith((".jsonl", ".json")):
         rows = read_records(path)
         if convert and rows and detect_pool_format(column_names(rows), pool_column) not in (None, "canonical"):

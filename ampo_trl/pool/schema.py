@@ -18,8 +18,10 @@ Canonical schema (what `AMPOTrainer` reads; column names are configurable with `
 `parse_pool` accepts, besides the canonical entries, the spellings of the official AMPO data (``{"content",
 "source"}``), ``"solution"`` for the text and ``"model"`` for the teacher, a plain list of strings (teachers named
 ``teacher_0``, ``teacher_1`` ...), a ``{teacher: text}`` mapping (``None`` values, which Arrow produces for teachers
-missing from a row, mean "no solution"), and any of these JSON-encoded in a string. ``None`` is an empty pool.
-Anything else is an error naming the row, column and entry.
+missing from a row, mean "no solution"), and any of these JSON-encoded in a string. ``None`` (and pandas' NaN for a
+missing cell) is an empty pool. The optional keys must be finite numbers when present (``length`` a whole one) and a
+teacher name a string (an int is written as one). Anything else raises `ampo_trl.errors.DataFormatError` naming the
+row, column and entry.
 
 `normalize_solution` brings ``<think>…</think>`` + ``\\boxed{x}`` texts into the ``<answer>`` format.
 """
@@ -27,10 +29,12 @@ Anything else is an error naming the row, column and entry.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..answers import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_boxed, last_answer_span
+from ..errors import DataFormatError
 from ..records import to_python
 
 DEFAULT_POOL_COLUMN = "teacher_solutions"
@@ -51,37 +55,62 @@ class TeacherSolution:
     quality_score: float | None = None
 
 
-class PoolFormatError(ValueError):
-    """A pool entry that cannot be read; the message names the row, column and entry."""
+#: Former name of `ampo_trl.errors.DataFormatError`, kept so that existing ``except PoolFormatError`` still works.
+PoolFormatError = DataFormatError
 
-
-class _EntryError(Exception):
-    def __init__(self, detail: str, entry_index: int | None = None):
-        super().__init__(detail)
-        self.detail = detail
-        self.entry_index = entry_index
+_MISSING_POOL_FIX = "write the pool as a list of {'teacher': name, 'text': solution} entries (docs/data.md)."
 
 
 def _where(row_index: int | None, column: str, entry_index: int | None = None) -> str:
-    place = f"column '{column}'"
-    if row_index is not None:
-        place = f"row {row_index}, {place}"
-    if entry_index is not None:
-        place += f", entry {entry_index}"
-    return place
+    return DataFormatError("", row=row_index, column=column, entry=entry_index).place
+
+
+def _is_missing(value) -> bool:
+    """None, and the float NaN pandas uses for a missing cell."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _teacher_name(value, entry_index: int) -> str | None:
+    if _is_missing(value):
+        return None
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return str(value)
+    raise DataFormatError(
+        f"the teacher name must be a string, got {type(value).__name__}.",
+        entry=entry_index,
+        fix="give each entry a 'teacher' string such as 'Qwen3-8B'.",
+    )
+
+
+def _optional_number(value, key: str, entry_index: int, integer: bool):
+    """``length`` / ``quality_score``: None when absent; a finite number otherwise, else an error."""
+    if _is_missing(value):
+        return None
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    finite = whole or (isinstance(value, float) and math.isfinite(value))
+    if not finite or (integer and not whole and not value.is_integer()):
+        kind = "a whole number" if integer else "a finite number"
+        raise DataFormatError(
+            f"'{key}' must be {kind}, got {str(value)[:80]!r} ({type(value).__name__}).",
+            entry=entry_index,
+            fix=f"remove '{key}' or write {kind}.",
+        )
+    return int(value) if integer else float(value)
 
 
 def _read_entries(value) -> list[tuple[TeacherSolution, bool]]:
-    """Parse one pool value into ``(solution, teacher_was_named)`` pairs; raises `_EntryError`."""
-    if value is None:
+    """Parse one pool value into ``(solution, teacher_was_named)`` pairs; raises `DataFormatError` (with the entry
+    index when one entry is at fault; the caller adds row and column)."""
+    if _is_missing(value):
         return []
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
-            raise _EntryError(
-                "a string pool must be JSON (a list of {'teacher', 'text'} entries); "
-                f"it could not be decoded ({error.msg})."
+            raise DataFormatError(
+                f"a string pool must be JSON (a list of {{'teacher', 'text'}} entries); it could not be decoded "
+                f"({error.msg}).",
+                fix="store the pool as a list, or as valid JSON text of a list.",
             ) from None
         if value is None:
             return []
@@ -91,9 +120,14 @@ def _read_entries(value) -> list[tuple[TeacherSolution, bool]]:
         # field, so a teacher without a solution in this row shows up as None: skip those.
         value = [{"teacher": str(teacher), "text": text} for teacher, text in value.items() if text is not None]
     if isinstance(value, dict):
-        raise _EntryError("expected a list of teacher solutions, got a single dict; wrap it in a list.")
+        raise DataFormatError(
+            "expected a list of teacher solutions, got a single dict.", fix="wrap the entry in a list: [entry]."
+        )
     if not isinstance(value, (list, tuple)):
-        raise _EntryError(f"expected a list of {{'teacher': ..., 'text': ...}} entries, got {type(value).__name__}.")
+        raise DataFormatError(
+            f"expected a list of {{'teacher': ..., 'text': ...}} entries, got {type(value).__name__}.",
+            fix=_MISSING_POOL_FIX,
+        )
     entries = []
     for entry_index, entry in enumerate(value):
         entry = to_python(entry)
@@ -101,45 +135,51 @@ def _read_entries(value) -> list[tuple[TeacherSolution, bool]]:
             entries.append((TeacherSolution(teacher=f"teacher_{entry_index}", text=entry), False))
             continue
         if not isinstance(entry, dict):
-            raise _EntryError(
+            raise DataFormatError(
                 f"expected a dict with 'teacher' and 'text' keys or a string, got {type(entry).__name__}.",
-                entry_index,
+                entry=entry_index,
+                fix=_MISSING_POOL_FIX,
             )
         # Arrow stores a list of dicts as structs, so absent keys come back as None: look for a non-None value.
         text_key = next((key for key in TEXT_KEYS if entry.get(key) is not None), None)
         if text_key is None:
-            present = sorted(key for key, item in entry.items() if item is not None)
-            raise _EntryError(
+            present = sorted(str(key) for key, item in entry.items() if item is not None)
+            raise DataFormatError(
                 f"no solution text; expected one of the keys {list(TEXT_KEYS)} with a string value, found {present}.",
-                entry_index,
+                entry=entry_index,
+                fix="add the solution under 'text', or drop the entry.",
             )
         text = entry[text_key]
         if not isinstance(text, str):
-            raise _EntryError(f"'{text_key}' must be a string, got {type(text).__name__}.", entry_index)
+            raise DataFormatError(
+                f"'{text_key}' must be a string, got {type(text).__name__}.",
+                entry=entry_index,
+                fix="store the solution text as a string (decode bytes as UTF-8).",
+            )
         teacher_key = next((key for key in TEACHER_KEYS if entry.get(key) is not None), None)
-        teacher = str(entry[teacher_key]) if teacher_key is not None else f"teacher_{entry_index}"
-        length = entry.get("length")
-        quality = entry.get("quality_score")
+        teacher = _teacher_name(entry[teacher_key], entry_index) if teacher_key is not None else None
         entries.append(
             (
                 TeacherSolution(
-                    teacher=teacher,
+                    teacher=teacher if teacher is not None else f"teacher_{entry_index}",
                     text=text,
-                    length=int(length) if isinstance(length, (int, float)) and not isinstance(length, bool) else None,
-                    quality_score=float(quality) if isinstance(quality, (int, float)) else None,
+                    length=_optional_number(entry.get("length"), "length", entry_index, integer=True),
+                    quality_score=_optional_number(entry.get("quality_score"), "quality_score", entry_index, False),
                 ),
-                teacher_key is not None and bool(str(entry[teacher_key]).strip()),
+                teacher is not None and bool(teacher.strip()),
             )
         )
     return entries
 
 
 def parse_pool(value: Any, row_index: int | None = None, column: str = DEFAULT_POOL_COLUMN) -> list[TeacherSolution]:
-    """Read one row's pool into `TeacherSolution`s (entries with empty text are kept; the trainer skips them)."""
+    """Read one row's pool into `TeacherSolution`s (entries with empty text are kept; the trainer skips them).
+
+    Raises `ampo_trl.errors.DataFormatError` naming ``row_index``, ``column`` and the entry for a malformed pool."""
     try:
         return [solution for solution, _ in _read_entries(value)]
-    except _EntryError as error:
-        raise PoolFormatError(f"{_where(row_index, column, error.entry_index)}: {error.detail}") from None
+    except DataFormatError as error:
+        raise error.located(row=row_index, column=column) from None
 
 
 def normalize_solution(text: str) -> str:

@@ -29,7 +29,7 @@ def export_sft_dataset(
 
     ``system_prompt``: ``None`` keeps the prompt's own messages, ``""`` removes system messages, a text replaces
     them. Entries with empty text are skipped and counted; rows without solutions produce no pair (counted).
-    Unreadable pools raise `PoolFormatError` (run `validate_pool_dataset` first).
+    Unreadable pools raise `ampo_trl.errors.DataFormatError` (run `validate_pool_dataset` first).
     """
     from datasets import Dataset, Features, Value
 

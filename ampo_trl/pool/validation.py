@@ -23,18 +23,16 @@ from ..answers import (
     extract_answer,
 )
 from ..answers import gold_answer_text as gold_text
-from ..records import column_names, column_values, to_python
-from ..rewards.verifier import verify_answers
+from ..errors import DataFormatError
+from ..records import column_names, column_values, row_place, to_python
+from ..rewards.verifier import golds_parse, verify_answers
 from .convert import detect_pool_format
 from .schema import (
     DEFAULT_ANSWER_COLUMN,
     DEFAULT_POOL_COLUMN,
     DEFAULT_PROMPT_COLUMN,
     TEACHER_KEYS,
-    PoolFormatError,
-    _EntryError,
     _read_entries,
-    _where,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -57,6 +55,7 @@ FATAL_KINDS = {
     "missing_column": "a required column is absent",
     "unreadable_pool": "the pool value or an entry cannot be read (not a list, entry without text, ...)",
     "bad_prompt": "the prompt is missing, empty or not a string / list of chat messages",
+    "missing_gold": "the gold answer cannot be read: a reward_model dict without ground_truth, bytes, an object",
 }
 WARNING_KINDS = {
     "empty_answer": "the ground-truth answer is missing or empty (comprehension scores are then 0)",
@@ -70,6 +69,8 @@ WARNING_KINDS = {
     "too_long": "a solution is longer than max_teacher_length tokens (EOS included): the trainer skips it",
     "special_token_text": "a solution contains a special-token string of the tokenizer (kept as plain text)",
     "wrong_answer": "a solution's answer does not verify against the ground truth (check_answers=True)",
+    "unparsable_gold": "Math-Verify cannot parse the gold into a mathematical object, so only an identical answer "
+    "string can match it (check_golds=True)",
 }
 
 
@@ -161,7 +162,8 @@ class PoolReport:
         return self.num_errors == 0
 
     def raise_if_fatal(self, max_listed: int = 20) -> PoolReport:
-        """Raise `PoolFormatError` listing the first ``max_listed`` fatal problems and the total; else return self."""
+        """Raise `ampo_trl.errors.DataFormatError` listing the first ``max_listed`` fatal problems and the total; else
+        return self."""
         if self.ok:
             return self
         lines = [
@@ -175,7 +177,7 @@ class PoolReport:
             "Fix the rows (see docs/data.md for the schema), convert the dataset with ampo_trl.pool.to_canonical, "
             "or check it with `ampo-pool validate <dataset>`."
         )
-        raise PoolFormatError("\n".join(lines))
+        raise DataFormatError("\n".join(lines))
 
     def summary(self) -> str:
         """A short multi-line text: rows, counts by kind with one example each, pool sizes and teachers."""
@@ -221,17 +223,6 @@ def _check_prompt(prompt) -> str | None:
     return f"expected a string or a list of chat messages, got {type(prompt).__name__}."
 
 
-def _answer_is_empty(answer) -> bool:
-    answer = to_python(answer)
-    if answer is None:
-        return True
-    if isinstance(answer, dict) and "ground_truth" in answer:
-        return _answer_is_empty(answer["ground_truth"])
-    if isinstance(answer, (list, tuple)):
-        return not any(not _answer_is_empty(item) for item in answer)
-    return not str(answer).strip()
-
-
 def validate_pool_dataset(
     dataset,
     pool_column: str = DEFAULT_POOL_COLUMN,
@@ -241,6 +232,7 @@ def validate_pool_dataset(
     max_teacher_length: int | None = None,
     *,
     check_answers: bool = False,
+    check_golds: bool = False,
     verify_timeout: float = 5.0,
     max_problems_per_kind: int = 10_000,
 ) -> PoolReport:
@@ -251,7 +243,13 @@ def validate_pool_dataset(
     statistics; with ``max_teacher_length`` too, longer solutions are reported as ``too_long``.
     ``check_answers``: also verify each solution's answer (`ampo_trl.answers.extract_answer` + Math-Verify)
     against the row's answer and warn ``wrong_answer`` (slower: Math-Verify runs on every non-identical pair).
+    ``check_golds``: also parse each distinct gold answer once with Math-Verify (normalised, ``verify_timeout``
+    seconds each, in the verifier's worker pool) and warn ``unparsable_gold`` for a gold it cannot read into a
+    mathematical object (only an identical answer string could match it); cheap: one parse per distinct gold.
     ``prompt_column=None`` skips the prompt checks.
+
+    Messages name the row (0-based), column and entry; for rows read by `ampo_trl.records.read_records` (a
+    `Records` list) also the file and the JSONL line.
 
     Fatal kinds: see `FATAL_KINDS`; warnings: see `WARNING_KINDS`.
     """
@@ -299,37 +297,46 @@ def validate_pool_dataset(
     owners: list[tuple[int, int, str]] = []  # (row, entry, teacher) of each usable text
     per_teacher_chars: dict[str, list[int]] = defaultdict(list)
     answer_checks: list[tuple[int, int, str, str]] = []
+    gold_texts: list[str] = []
+
+    def place_of(row_index: int | None, column: str, entry_index: int | None = None) -> str:
+        return DataFormatError("", column=column, entry=entry_index, **row_place(dataset, row_index)).place
 
     for row_index, (pool, answer, prompt) in enumerate(zip(pools, answers, prompts)):
         if prompt_column is not None:
             reason = _check_prompt(prompt)
             if reason is not None:
+                report.add("bad_prompt", row_index, prompt_column, f"{place_of(row_index, prompt_column)}: {reason}")
+        try:
+            gold = gold_text(to_python(answer))
+        except DataFormatError as error:
+            report.add("missing_gold", row_index, answer_column, f"{place_of(row_index, answer_column)}: {error}")
+            gold = None
+        else:
+            if not gold:
                 report.add(
-                    "bad_prompt", row_index, prompt_column, f"row {row_index}, column '{prompt_column}': {reason}"
+                    "empty_answer",
+                    row_index,
+                    answer_column,
+                    f"{place_of(row_index, answer_column)}: the ground-truth answer is missing or empty.",
                 )
-        empty_answer = _answer_is_empty(answer)
-        if empty_answer:
-            report.add(
-                "empty_answer",
-                row_index,
-                answer_column,
-                f"row {row_index}, column '{answer_column}': the ground-truth answer is missing or empty.",
-            )
+        gold_texts.append(gold or "")
+        empty_answer = not gold
         try:
             entries = _read_entries(pool)
-        except _EntryError as error:
-            field_name = pool_column if error.entry_index is None else f"{pool_column}[{error.entry_index}]"
+        except DataFormatError as error:
+            field_name = pool_column if error.entry is None else f"{pool_column}[{error.entry}]"
             report.add(
                 "unreadable_pool",
                 row_index,
                 field_name,
-                f"{_where(row_index, pool_column, error.entry_index)}: {error.detail}",
+                str(error.located(column=pool_column, **row_place(dataset, row_index))),
             )
             continue
         seen: Counter = Counter()
         usable = 0
         for entry_index, (solution, named) in enumerate(entries):
-            where = _where(row_index, pool_column, entry_index)
+            where = place_of(row_index, pool_column, entry_index)
             field_name = f"{pool_column}[{entry_index}]"
             if not named:
                 report.add(
@@ -407,7 +414,7 @@ def validate_pool_dataset(
                     "special_token_text",
                     row_index,
                     f"{pool_column}[{entry_index}].text",
-                    f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): contains the tokenizer's "
+                    f"{place_of(row_index, pool_column, entry_index)} (teacher '{teacher}'): contains the tokenizer's "
                     f"special-token string(s) {found}; the trainer keeps them as plain text, never as control tokens.",
                 )
             per_teacher_tokens[teacher].append(length)
@@ -416,15 +423,17 @@ def validate_pool_dataset(
                     "too_long",
                     row_index,
                     f"{pool_column}[{entry_index}].text",
-                    f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): {length} tokens with EOS, "
-                    f"more than max_teacher_length={max_teacher_length}; the trainer skips it (raise "
+                    f"{place_of(row_index, pool_column, entry_index)} (teacher '{teacher}'): {length} tokens with "
+                    f"EOS, more than max_teacher_length={max_teacher_length}; the trainer skips it (raise "
                     "max_teacher_length to keep it).",
                 )
         for name, lengths in per_teacher_tokens.items():
             stats.per_teacher[name].update({f"tokens_{k}": v for k, v in length_percentiles(lengths).items()})
 
     if answer_checks:
-        _check_answers(report, answer_checks, answers, pool_column, verify_timeout)
+        _check_answers(report, answer_checks, gold_texts, pool_column, verify_timeout, place_of)
+    if check_golds:
+        _check_golds(report, gold_texts, answer_column, verify_timeout, place_of)
     return report
 
 
@@ -439,9 +448,9 @@ def count_tokens(
     return lengths
 
 
-def _check_answers(report: PoolReport, checks, answers, pool_column: str, timeout: float) -> None:
+def _check_answers(report: PoolReport, checks, gold_texts, pool_column: str, timeout: float, place) -> None:
     predictions = [extract_answer(text) for _, _, _, text in checks]
-    golds = [gold_text(answers[row_index]) for row_index, _, _, _ in checks]
+    golds = [gold_texts[row_index] for row_index, _, _, _ in checks]
     verdicts = verify_answers(predictions, golds, timeout=timeout)
     for (row_index, entry_index, teacher, _), prediction, gold, ok in zip(checks, predictions, golds, verdicts):
         if not ok:
@@ -449,6 +458,28 @@ def _check_answers(report: PoolReport, checks, answers, pool_column: str, timeou
                 "wrong_answer",
                 row_index,
                 f"{pool_column}[{entry_index}].text",
-                f"{_where(row_index, pool_column, entry_index)} (teacher '{teacher}'): answer {prediction!r} does not "
+                f"{place(row_index, pool_column, entry_index)} (teacher '{teacher}'): answer {prediction!r} does not "
                 f"verify against the ground truth {gold!r}.",
             )
+
+
+def _check_golds(report: PoolReport, gold_texts: list[str], answer_column: str, timeout: float, place) -> None:
+    """One ``unparsable_gold`` warning per distinct gold Math-Verify cannot parse, naming its first row."""
+    rows_of_gold: dict[str, list[int]] = defaultdict(list)
+    for row_index, gold in enumerate(gold_texts):
+        if gold:
+            rows_of_gold[gold].append(row_index)
+    golds = list(rows_of_gold)
+    for gold, parses in zip(golds, golds_parse(golds, timeout=timeout)):
+        if parses:
+            continue
+        rows = rows_of_gold[gold]
+        others = f" (and {len(rows) - 1} more row(s) with this gold)" if len(rows) > 1 else ""
+        report.add(
+            "unparsable_gold",
+            rows[0],
+            answer_column,
+            f"{place(rows[0], answer_column)}{others}: Math-Verify cannot parse the gold {gold[:120]!r} into a "
+            f"mathematical object (or took longer than {timeout:g} s); only an identical answer string can match it. "
+            "Write it in LaTeX Math-Verify reads (e.g. \\frac{1}{2}, (1, 2], x = 3), or score it with another reward.",
+        )

@@ -12,12 +12,14 @@ Formulas (``a`` = the extracted answer, `ampo_trl.answers.extract_answer`; ``y*`
 - ``ampo_released_reward``       r + repetition penalty where r != 0 on policy rows (the released code's reward)
 - ``repetition_penalty_reward``  -1 if some window of 10 consecutive words occurs >= 10 times, else 0;
                                  rows whose ``completion_source`` is not ``"policy"`` get 0
-- ``multiple_choice_reward``     1 iff the option letter (A-J) in ``a`` equals the gold letter
+- ``multiple_choice_reward``     1 iff the option letter (A-J) in ``a`` equals the gold letter (without an answer
+                                 pair, ``a`` is the last ``ANSWER: X`` line)
 
 Modules: `accuracy` (accuracy, format, composite), `repetition`, `choice` (multiple choice), `registry` (names and
-dotted paths), `verifier` (`verify_answers`), `normalize` (the exact-match fast path), `worker_pool` (Math-Verify
-under a hard time limit). Only the standard library is imported here: verifier worker processes import this
-package and must start fast.
+dotted paths), `verifier` (`verify_answers`, the relative tolerance for numbers), `normalize` (normalisation of
+answers and the exact-match fast path), `worker_pool` (Math-Verify under a hard time limit), `selfcheck` (the
+verifier checked on every benchmark gold: ``python -m ampo_trl.rewards.selfcheck``). Only the standard library is
+imported here: verifier worker processes import this package and must start fast.
 """
 
 from ..answers import completion_text, extract_answer, extract_boxed, gold_answer_text, gold_answers_from_kwargs

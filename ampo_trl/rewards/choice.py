@@ -1,7 +1,13 @@
 """Multiple-choice accuracy (ARC-c, GPQA-diamond, MMLU-Pro): the option letter of the answer against the gold letter.
 
-mc = 1[letter(extract_answer(completion)) == gold letter], letters A-J; `extract_choice_letter` is conservative:
+mc = 1[letter(choice_answer(completion)) == gold letter], letters A-J; `extract_choice_letter` is conservative:
 an answer naming several options, or a capital letter inside a word, never counts.
+
+`choice_answer` reads the answer as `ampo_trl.answers.extract_answer` does when the completion has an
+``<answer>…</answer>`` pair. Without a pair, it takes the letter of the **last** ``ANSWER: X`` (GPQA / simple-evals
+prompts ask for a final line ``ANSWER: $LETTER``): the rest of that line, any case of "answer", read by
+`extract_choice_letter` (so ``ANSWER: (C)``, ``**Answer:** $C$`` give C; ``ANSWER: C or D`` gives nothing), and only
+without such a line the last ``\\boxed{…}``.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import re
 import warnings
 
-from ..answers import completion_text, extract_answer, gold_answers_from_kwargs
+from ..answers import completion_text, extract_answer, gold_answers_from_kwargs, last_answer_span
 from .normalize import strip_math_delimiters
 
 MULTIPLE_CHOICE_LETTERS = "ABCDEFGHIJ"
@@ -62,12 +68,29 @@ def extract_choice_letter(answer: str | None) -> str | None:
     return None
 
 
+# "ANSWER: C", "Answer: (C)", "**Answer:** $C$": the rest of the line is read by `extract_choice_letter`.
+_ANSWER_LINE = re.compile(r"(?<![A-Za-z])(?i:answer)[ \t]*(?:\*\*)?[ \t]*:[ \t]*([^\n]*\S)")
+
+
+def choice_answer(text: str) -> str | None:
+    """The answer of a multiple-choice completion: the answer pair's content (`extract_answer`) when the text has an
+    ``<answer>…</answer>`` pair; else what follows the last ``ANSWER:`` on its line; else the last ``\\boxed{…}``."""
+    if not isinstance(text, str):
+        return None
+    if last_answer_span(text) is None:
+        lines = _ANSWER_LINE.findall(text)
+        if lines:
+            return lines[-1].strip()
+    return extract_answer(text)
+
+
 _WARNED_BAD_CHOICE_GOLDS: set[str] = set()
 
 
 def multiple_choice_reward(completions: list, **kwargs) -> list[float]:
     """Multiple-choice accuracy (ARC-c, GPQA, MMLU-Pro): 1.0 iff the option letter in the extracted answer
-    equals the gold letter (case-insensitive), else 0.0. mc = 1[letter(extract_answer(completion)) == gold].
+    equals the gold letter (case-insensitive), else 0.0. mc = 1[letter(choice_answer(completion)) == gold]: the
+    ``<answer>`` pair, else the last ``ANSWER: X`` line (GPQA style), else the last ``\\boxed{}``.
 
     Gold columns as for :func:`accuracy_reward`; a gold that is not a letter A-J scores 0.0 (warned once).
     """
@@ -83,6 +106,6 @@ def multiple_choice_reward(completions: list, **kwargs) -> list[float]:
                 )
             rewards.append(0.0)
             continue
-        predicted_letter = extract_choice_letter(extract_answer(completion_text(completion)))
+        predicted_letter = extract_choice_letter(choice_answer(completion_text(completion)))
         rewards.append(1.0 if predicted_letter == gold_letter else 0.0)
     return rewards

@@ -12,8 +12,8 @@ from helpers import shared_benchmark_dir
 
 from ampo_trl.answers import SYSTEM_PROMPT
 from ampo_trl.cli.pool import main as pool_cli
+from ampo_trl.errors import DataFormatError
 from ampo_trl.pool import (
-    PoolFormatError,
     TeacherSolution,
     detect_pool_format,
     export_sft_dataset,
@@ -76,7 +76,7 @@ def test_parse_pool_reads_every_accepted_spelling():
     ],
 )
 def test_parse_pool_errors_name_row_column_and_entry(value, message):
-    with pytest.raises(PoolFormatError, match=message):
+    with pytest.raises(DataFormatError, match=message):
         parse_pool(value, row_index=3, column="pool")
 
 
@@ -126,7 +126,7 @@ def test_validator_reports_every_kind_of_broken_row_with_row_and_field():
 def test_raise_if_fatal_lists_the_first_problems_and_the_total():
     rows = [good_row(i, teacher_solutions=[{"teacher": "a"}]) for i in range(25)]
     report = validate_pool_dataset(rows)
-    with pytest.raises(PoolFormatError) as caught:
+    with pytest.raises(DataFormatError) as caught:
         report.raise_if_fatal()
     message = str(caught.value)
     assert "25 fatal problem(s) (unreadable_pool: 25)" in message
@@ -140,7 +140,7 @@ def test_missing_columns_are_fatal_and_suggest_the_converter():
     fields = [p.field for p in report.errors]
     assert fields == ["teacher_solutions", "answer"]
     assert "look like the 'ampo' format" in report.errors[0].message and "to_canonical" in report.errors[0].message
-    with pytest.raises(PoolFormatError, match="no column 'teacher_solutions'"):
+    with pytest.raises(DataFormatError, match="no column 'teacher_solutions'"):
         report.raise_if_fatal()
 
 

@@ -407,6 +407,29 @@ def test_multiple_choice_reward():
     assert multiple_choice_reward(["\\boxed{C}", "<answer>D</answer>"], reward_model=reward_model) == [1.0, 0.0]
 
 
+@pytest.mark.parametrize(
+    "completion, expected",
+    [
+        ("The charge moves... so it is C.\nANSWER: C", 1.0),  # GPQA / simple-evals prompt format, no tag
+        ("Answer: (C)", 1.0),
+        ("**Answer:** $C$", 1.0),
+        ("answer: c", 1.0),  # a lone lower-case letter is a whole answer
+        ("First guess ANSWER: B\nOn reflection,\nANSWER: C", 1.0),  # the last one
+        ("ANSWER: C\nhmm, ANSWER: B", 0.0),
+        ("ANSWER: C or D", 0.0),  # several options: no letter
+        ("ANSWER: Because of symmetry", 0.0),
+        ("<answer>B</answer>\nANSWER: C", 0.0),  # a tag pair wins over an ANSWER line
+        ("ANSWER: C\n\\boxed{B}", 1.0),  # ... and an ANSWER line over a box
+        ("ANSWER: C \\boxed{B}", 0.0),  # two letters on the line
+        ("no answer line, but \\boxed{C}", 1.0),
+        ("The right answer is clearly C", 0.0),  # no colon: not an ANSWER line
+    ],
+)
+def test_multiple_choice_accepts_answer_lines_without_tags(completion, expected):
+    assert multiple_choice_reward([completion], answer=["C"]) == [expected]
+    assert multiple_choice_reward([conversation(completion)], answer=["C"]) == [expected]
+
+
 def test_multiple_choice_non_letter_gold_scores_zero_with_warning():
     with pytest.warns(UserWarning, match="not an option letter"):
         assert multiple_choice_reward([tagged("B")], answer=["unusual gold 17"]) == [0.0]
@@ -526,10 +549,10 @@ def test_timeout_from_non_main_thread_scores_zero_and_pool_recovers(monkeypatch,
 
 
 def test_pathological_expression_is_cut_off():
-    # sympy evaluates 9^(9^(9^9)) for minutes; the hard limit must return long before.
-    start = time.monotonic()
+    # sympy evaluates 9^(9^(9^9)) for minutes; the hard limit must cut it (counted), not a wall clock (busy CI).
+    before = verifier_stats()
     assert verify_answers(["9^{9^{9^{9}}}", "3"], ["1", "3.0"], timeout=1.0) == [False, True]
-    assert time.monotonic() - start < 1.0 + 3.0
+    assert stat_delta(before, "timeouts") == 1
     assert verify_answers(["1,000"], ["1000"]) == [True]
 
 
