@@ -168,7 +168,7 @@ class AMPOTrainer(GRPOTrainer):
                     )
             if train_dataset is not None:  # checked before the model loads: bad data fails in seconds
                 processing_class = processing_class or _default_processing_class(model, args)
-                _check_training_data(train_dataset, args, processing_class)
+                _check_training_data(train_dataset, args, processing_class, _uses_math_verify(reward_funcs))
         super().__init__(
             model, reward_funcs, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
@@ -958,11 +958,21 @@ def _default_processing_class(model, args: AMPOConfig):
     )
 
 
-def _check_training_data(dataset, args: AMPOConfig, processing_class) -> None:
-    """The start-up check of the training data, run once, before the model loads: missing columns and unreadable
-    pools stop here with row, field and entry; teacher solutions are tokenized with the student's tokenizer and those
-    longer than `max_teacher_length` are counted with an example (the trainer skips them); other problems are counted
-    and logged once."""
+def _uses_math_verify(reward_funcs) -> bool:
+    """Whether a reward function reads the gold answer with Math-Verify (then golds it cannot parse are reported)."""
+    functions = reward_funcs if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+    names = {getattr(function, "__name__", str(function)) for function in functions}
+    return bool(
+        names & {"accuracy_reward", "ampo_reward", "ampo_released_reward", "accuracy", "ampo", "ampo_released"}
+    )
+
+
+def _check_training_data(dataset, args: AMPOConfig, processing_class, check_golds: bool = False) -> None:
+    """The start-up check of the training data, run once, before the model loads: missing columns, unreadable pools
+    and rows without a gold answer stop here with row, field and entry; teacher solutions are tokenized with the
+    student's tokenizer and those longer than `max_teacher_length` are counted with an example (the trainer skips
+    them); with ``check_golds``, golds Math-Verify cannot parse are reported; other problems are counted and logged
+    once."""
     if isinstance(processing_class, ProcessorMixin):
         raise ValueError(_VLM_MESSAGE)
     columns = getattr(dataset, "column_names", None)
@@ -984,8 +994,16 @@ def _check_training_data(dataset, args: AMPOConfig, processing_class) -> None:
         answer_column=answer_column,
         tokenizer=processing_class,
         max_teacher_length=args.effective_max_teacher_length,
+        check_golds=check_golds,
     )
     report.raise_if_fatal()
+    missing_gold = report.problems("empty_answer")
+    if missing_gold:
+        raise DataFormatError(
+            f"{report.warning_counts['empty_answer']} training row(s) have a teacher pool but no gold answer, e.g. "
+            f"{missing_gold[0].message} Neither the comprehension score nor a verifying reward can use such a row: fill "
+            "in the answer or drop the row."
+        )
     if report.stats.solutions == 0:
         raise ValueError(
             f"No training row has a teacher solution with text in '{pool_column}', so AMPO could never guide. "

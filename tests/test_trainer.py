@@ -18,8 +18,8 @@ from trl import GRPOConfig, GRPOTrainer
 from ampo_trl import AMPOConfig, AMPOTrainer
 from ampo_trl.advantages import compute_advantages
 from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
+from ampo_trl.errors import DataFormatError
 from ampo_trl.guidance import comprehension_score
-from ampo_trl.pool import PoolFormatError
 
 
 def _assert_batches_equal(first, second):
@@ -330,6 +330,27 @@ def test_a_pool_without_any_gold_column_fails_before_training(tmp_path):
     assert generate(trainer, rows)["ampo_is_teacher"].any()
 
 
+def test_a_row_without_a_gold_answer_is_refused_with_its_row_named(tmp_path):
+    rows = addition_rows(4)
+    rows[2]["answer"] = " "
+    with pytest.raises(DataFormatError, match="row 2, column 'answer'.*fill in the answer or drop the row"):
+        make_trainer(tmp_path, rows=rows)
+
+
+def test_golds_the_verifier_cannot_parse_are_reported_at_start_up(tmp_path, caplog):
+    from ampo_trl.rewards import accuracy_reward
+
+    rows = addition_rows(2)
+    rows[1]["answer"] = "E_{1},E_{2}"  # Math-Verify reads it only as a string: no answer could ever verify
+    with caplog.at_level("WARNING"):
+        make_trainer(tmp_path, rows=rows, reward_funcs=[accuracy_reward])
+    assert "unparsable_gold: 1" in caplog.text and "row 1" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # a reward without Math-Verify: golds are not parsed
+        make_trainer(tmp_path, rows=rows)
+    assert "unparsable_gold" not in caplog.text
+
+
 def test_unverified_teacher_solutions_never_enter_a_batch_unless_allowed(tmp_path):
     rows = addition_rows(2)
     for row in rows:  # the shortest solution is wrong: shortest-first selection would take it first
@@ -359,7 +380,7 @@ def test_unverified_teacher_solutions_never_enter_a_batch_unless_allowed(tmp_pat
 def test_malformed_pool_entry_names_row_and_entry(tmp_path):
     rows = addition_rows(4)
     rows[2]["teacher_solutions"] = [{"teacher": "a", "text": "<answer>1</answer>"}, {"teacher": "b", "body": "x"}]
-    with pytest.raises(PoolFormatError, match=r"row 2, column 'teacher_solutions', entry 1: no solution text"):
+    with pytest.raises(DataFormatError, match=r"row 2, column 'teacher_solutions', entry 1: no solution text"):
         make_trainer(tmp_path, rows=rows)
 
 

@@ -55,9 +55,6 @@ class TeacherSolution:
     quality_score: float | None = None
 
 
-#: Former name of `ampo_trl.errors.DataFormatError`, kept so that existing ``except PoolFormatError`` still works.
-PoolFormatError = DataFormatError
-
 _MISSING_POOL_FIX = "write the pool as a list of {'teacher': name, 'text': solution} entries (docs/data.md)."
 
 
