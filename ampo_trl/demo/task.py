@@ -1,24 +1,32 @@
 """The demo's task: two-digit additions split into easy and hard ones, three synthetic teachers, and the reward.
 
 * *Easy*: the sum is below 100 (the student's warm-up covers them). *Hard*: the sum is 100 or more, so the tens
-  column carries into a third digit. Problems are split deterministically into held-out evaluation sets
-  (``eval_problems`` per difficulty) and training problems.
+  column carries into a third digit.
+* **The held-out split is leak-free by construction**: it is drawn by *unordered operand pair* ``{a, b}``.
+  ``eval_problems`` pairs per difficulty are held out; one orientation of each (``a+b`` or ``b+a``, at random) is
+  the evaluation problem, and *neither* orientation is ever a training problem (the other one is quarantined:
+  used nowhere). Pairs that a teacher text states as a step of another problem's solution (``tens_first`` writes
+  ``90+40=130`` while solving ``95+47``) are never held out, so no pool, prompt or warm-up example contains a
+  held-out problem or its twin. Training problems are everything else.
 * Every problem's pool holds one solution per teacher, all correct, in different styles: ``column`` (ones column,
   carry, tens column), ``tens_first`` (tens and ones separately, then the sum) and ``terse`` (only the answer).
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..answers import ANSWER_CLOSE, ANSWER_OPEN, completion_text
 
 _ANSWER_PAIR = re.compile(re.escape(ANSWER_OPEN) + "(.*?)" + re.escape(ANSWER_CLOSE), re.S)
 
-TASK_VERSION = 1  # bump when problems, teacher texts or the warm-up change (invalidates cached warm-ups)
+# Bump when problems, the split, teacher texts or the warm-up change: it keys the cached warm-ups.
+# 2: the held-out split is drawn by unordered operand pair (no commutative twin in training).
+TASK_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,16 @@ class AdditionProblem:
     @property
     def question(self) -> str:
         return f"{self.a}+{self.b}"
+
+    @property
+    def twin(self) -> AdditionProblem:
+        """The commutative twin ``b+a`` (the problem itself when ``a == b``)."""
+        return AdditionProblem(self.b, self.a)
+
+    @property
+    def operand_pair(self) -> tuple[int, int]:
+        """The unordered operand pair ``(min, max)``: a problem and its twin share it."""
+        return (min(self.a, self.b), max(self.a, self.b))
 
 
 def column_solution(p: AdditionProblem) -> str:
@@ -78,37 +96,88 @@ def prompt_messages(problem: AdditionProblem, system_prompt: str | None = None) 
     return messages
 
 
+_STATED_ADDITION = re.compile(r"(?<!\d)(\d+)\+(\d+)(?!\d)")
+
+
+def all_problems() -> list[AdditionProblem]:
+    """Every ``a+b`` with two-digit ``a`` and ``b`` (8,100 problems), in a fixed order."""
+    return [AdditionProblem(a, b) for a in range(10, 100) for b in range(10, 100)]
+
+
+def stated_pairs(texts: Iterable[str]) -> set[tuple[int, int]]:
+    """Unordered operand pairs of every ``x+y`` written in ``texts`` (what a teacher text would leak)."""
+    pairs = set()
+    for text in texts:
+        for x, y in _STATED_ADDITION.findall(text):
+            pairs.add((min(int(x), int(y)), max(int(x), int(y))))
+    return pairs
+
+
+@functools.lru_cache(maxsize=8)
+def _teacher_stated_pairs() -> frozenset[tuple[int, int]]:
+    """Operand pairs that some teacher writes as a step while solving *another* problem."""
+    stated = set()
+    for problem in all_problems():
+        stated |= stated_pairs(teacher(problem) for teacher in TEACHERS.values()) - {problem.operand_pair}
+    return frozenset(stated)
+
+
+@functools.lru_cache(maxsize=32)
+def _split(eval_problems: int, seed: int, hard: bool) -> tuple[tuple[AdditionProblem, ...], ...]:
+    """``(train, held_out, quarantined)`` of one difficulty: see the module docstring."""
+    problems = [p for p in all_problems() if p.hard == hard]
+    pairs = sorted({p.operand_pair for p in problems})
+    candidates = [pair for pair in pairs if pair not in _teacher_stated_pairs()]
+    if eval_problems >= len(candidates):
+        raise ValueError(
+            f"eval_problems={eval_problems} is too large: only {len(candidates)} {'hard' if hard else 'easy'} operand "
+            "pairs can be held out, and training needs the rest. Lower demo_eval_problems."
+        )
+    rng = random.Random(f"{seed}-{hard}-pairs")
+    rng.shuffle(candidates)
+    held_out = []
+    for a, b in candidates[:eval_problems]:
+        held_out.append(AdditionProblem(a, b) if rng.random() < 0.5 else AdditionProblem(b, a))
+    held_pairs = {p.operand_pair for p in held_out}
+    quarantined = [p.twin for p in held_out if p.twin != p]
+    train = [p for p in problems if p.operand_pair not in held_pairs]
+    random.Random(f"{seed}-{hard}-train").shuffle(train)
+    return tuple(train), tuple(held_out), tuple(quarantined)
+
+
 @dataclass(frozen=True)
 class DemoTask:
-    """Deterministic split of all two-digit additions into train / held-out sets, per difficulty."""
+    """Deterministic, leak-free split of all two-digit additions into training / held-out problems per difficulty
+    (by unordered operand pair; see the module docstring)."""
 
     eval_problems: int = 200
     seed: int = 0
 
-    def _split(self, hard: bool) -> tuple[list[AdditionProblem], list[AdditionProblem]]:
-        problems = [
-            AdditionProblem(a, b) for a in range(10, 100) for b in range(10, 100) if AdditionProblem(a, b).hard == hard
-        ]
-        random.Random(f"{self.seed}-{hard}").shuffle(problems)
-        if self.eval_problems >= len(problems):
-            raise ValueError(f"eval_problems={self.eval_problems} leaves no training problems.")
-        return problems[self.eval_problems :], problems[: self.eval_problems]
-
     @property
     def train_easy(self) -> list[AdditionProblem]:
-        return self._split(False)[0]
+        return list(_split(self.eval_problems, self.seed, False)[0])
 
     @property
     def train_hard(self) -> list[AdditionProblem]:
-        return self._split(True)[0]
+        return list(_split(self.eval_problems, self.seed, True)[0])
 
     @property
     def eval_easy(self) -> list[AdditionProblem]:
-        return self._split(False)[1]
+        return list(_split(self.eval_problems, self.seed, False)[1])
 
     @property
     def eval_hard(self) -> list[AdditionProblem]:
-        return self._split(True)[1]
+        return list(_split(self.eval_problems, self.seed, True)[1])
+
+    @property
+    def quarantined(self) -> list[AdditionProblem]:
+        """The twins of the held-out problems: neither trained on nor evaluated."""
+        return list(_split(self.eval_problems, self.seed, False)[2] + _split(self.eval_problems, self.seed, True)[2])
+
+    @property
+    def held_out_pairs(self) -> set[tuple[int, int]]:
+        """Unordered operand pairs of every held-out problem (easy and hard)."""
+        return {p.operand_pair for p in self.eval_easy + self.eval_hard}
 
 
 def pool(problem: AdditionProblem, teachers: Sequence[str] | None = None) -> list[dict]:

@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,13 +42,45 @@ class WarmupSettings:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _encode(tokenizer, problem: AdditionProblem, text: str, system_prompt: str | None) -> tuple[list[int], list[int]]:
-    prompt = tokenizer.apply_chat_template(
-        prompt_messages(problem, system_prompt), add_generation_prompt=True, tokenize=False
-    )
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], text: str
+) -> tuple[list[int], list[int]]:
+    """Token ids of one supervised example: the chat-templated prompt (generation prompt appended) and the
+    completion ``text`` followed by EOS, the format the RL trainer samples and rewards."""
+    prompt = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt_ids, completion_ids
+
+
+def collate_supervised(pad_token_id: int, items: Sequence[tuple[list[int], list[int]]]) -> dict:
+    """Right-padded ``input_ids`` / ``attention_mask`` / ``labels`` with the loss on completion tokens only (the
+    warm-up's batches and the SFT baseline's)."""
+    import torch
+
+    length = max(len(p) + len(c) for p, c in items)
+    input_ids = torch.full((len(items), length), pad_token_id)
+    attention = torch.zeros((len(items), length), dtype=torch.long)
+    labels = torch.full((len(items), length), -100)
+    for row, (prompt_ids, completion_ids) in enumerate(items):
+        ids = prompt_ids + completion_ids
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention[row, : len(ids)] = 1
+        labels[row, len(prompt_ids) : len(ids)] = torch.tensor(completion_ids)
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def warmup_batches(settings: WarmupSettings) -> Iterator[list[AdditionProblem]]:
+    """The problems of each warm-up step, in order: training problems only (``DemoTask``'s leak-free split), hard
+    ones with probability ``hard_fraction``."""
+    task = DemoTask(eval_problems=settings.eval_problems, seed=settings.seed)
+    easy, hard = task.train_easy, task.train_hard
+    rng = random.Random(f"warmup-{settings.seed}")
+    for _ in range(settings.steps):
+        yield [
+            rng.choice(hard) if rng.random() < settings.hard_fraction else rng.choice(easy)
+            for _ in range(settings.batch_size)
+        ]
 
 
 def supervised_warmup(
@@ -63,9 +96,6 @@ def supervised_warmup(
 
     if settings.style not in TEACHERS:
         raise ValueError(f"demo warm-up style must be one of {list(TEACHERS)}, got {settings.style!r}.")
-    task = DemoTask(eval_problems=settings.eval_problems, seed=settings.seed)
-    easy, hard = task.train_easy, task.train_hard
-    rng = random.Random(f"warmup-{settings.seed}")
     model, tokenizer = build_tiny_model_and_tokenizer(seed=settings.seed)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=0.0)
@@ -78,21 +108,12 @@ def supervised_warmup(
     teacher = TEACHERS[settings.style]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
-        for step in range(settings.steps):
-            items = []
-            for _ in range(settings.batch_size):
-                problem = rng.choice(hard) if rng.random() < settings.hard_fraction else rng.choice(easy)
-                items.append(_encode(tokenizer, problem, teacher(problem), settings.system_prompt))
-            length = max(len(p) + len(c) for p, c in items)
-            input_ids = torch.full((len(items), length), tokenizer.pad_token_id)
-            attention = torch.zeros((len(items), length), dtype=torch.long)
-            labels = torch.full((len(items), length), -100)
-            for row, (prompt_ids, completion_ids) in enumerate(items):
-                ids = prompt_ids + completion_ids
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                attention[row, : len(ids)] = 1
-                labels[row, len(prompt_ids) : len(ids)] = torch.tensor(completion_ids)
-            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        for step, problems in enumerate(warmup_batches(settings)):
+            items = [
+                encode_pair(tokenizer, prompt_messages(problem, settings.system_prompt), teacher(problem))
+                for problem in problems
+            ]
+            loss = model(**collate_supervised(tokenizer.pad_token_id, items)).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -104,12 +125,21 @@ def supervised_warmup(
     return model, tokenizer
 
 
-def warmed_up_model_path(settings: WarmupSettings, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
-    """Directory of the warmed-up student for ``settings`` (built on first use). Returns ``(path, was_cached)``."""
+def warmup_path(settings: WarmupSettings, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where the warmed-up student for ``settings`` lives: ``<cache>/demo-student-<settings.key()>``."""
     from .tiny import default_cache_dir
 
-    path = Path(cache_dir or default_cache_dir()) / f"demo-student-{settings.key()}"
-    if (path / "config.json").exists() and (path / "tokenizer_config.json").exists():
+    return Path(cache_dir or default_cache_dir()) / f"demo-student-{settings.key()}"
+
+
+def is_cached(path: Path) -> bool:
+    return (path / "config.json").exists() and (path / "tokenizer_config.json").exists()
+
+
+def warmed_up_model_path(settings: WarmupSettings, cache_dir: str | os.PathLike | None = None) -> tuple[Path, bool]:
+    """Directory of the warmed-up student for ``settings`` (built on first use). Returns ``(path, was_cached)``."""
+    path = warmup_path(settings, cache_dir)
+    if is_cached(path):
         return path, True
     started = time.time()
     model, tokenizer = supervised_warmup(settings)
