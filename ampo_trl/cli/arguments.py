@@ -187,10 +187,37 @@ class AMPOScriptArguments(PoolDataArguments):
     )
     demo_seed: int = field(default=0, metadata={"help": "Demo: seed of the task split and the warm-up."})
     demo_plot: bool = field(default=True, metadata={"help": "Demo: write demo_plot.png into output_dir."})
+    demo_sft: bool = field(
+        default=False,
+        metadata={
+            "help": "Demo baseline: instead of RL, train the warmed-up student by supervised learning on the "
+            "(prompt, teacher solution) pairs of the RL prompts' pools, with the recipe's optimizer, learning rate, "
+            "schedule, per_device_train_batch_size (pairs per step) and max_steps; then the same held-out evaluation."
+        },
+    )
+    demo_eval_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Demo: also measure held-out greedy accuracy every N optimizer steps (learning curves in "
+            "demo_summary.json and the plot; monitoring only, nothing is selected on it). 0: before and after only."
+        },
+    )
+    demo_pass_at_k_samples: int = field(
+        default=32,
+        metadata={
+            "help": "Demo: samples per held-out hard problem at temperature 1.0 for pass@k, k = 1..N, before and "
+            "after training (in demo_summary.json). 0: off."
+        },
+    )
 
     def __post_init__(self):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [name for name in self.reward_funcs.replace(",", " ").split() if name]
+        if self.demo_sft and not self.demo:
+            raise ValueError("demo_sft: true is the CPU demo's SFT baseline; set demo: true as well (or drop demo_sft).")
+        for name in ("demo_eval_steps", "demo_pass_at_k_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 switches it off), got {getattr(self, name)}.")
 
 
 @dataclass

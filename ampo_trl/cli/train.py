@@ -16,7 +16,8 @@ The flow of :func:`main`:
    tag, paper citation, the recipe used), and optionally push to the hub.
 
 With ``demo: true`` (see ``recipes/demo/``) the dataset and the model come from :mod:`ampo_trl.demo` instead, and
-the run ends with a before/after summary and a plot.
+the run ends with a before/after summary, ``demo_summary.json`` and a plot; ``demo_sft: true`` replaces RL by the
+demo's SFT baseline (:mod:`ampo_trl.demo.sft`).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def build_eval_callback(script_args: AMPOScriptArguments, training_args: AMPOCon
 
 
 def main(argv: Sequence[str] | None = None) -> AMPOTrainer:
-    """Entry point of `scripts/train.py`. Returns the trainer (after training and saving)."""
+    """Entry point of `scripts/train.py`. Returns the trainer (after training and saving; for the demo's SFT
+    baseline, ``demo_sft: true``, a `transformers.Trainer`)."""
     script_args, training_args, model_args, dataset_args, recipe = parse_args(argv)
     return run(script_args, training_args, model_args, dataset_args, recipe)
 
@@ -122,6 +124,10 @@ def run(
     plan = validate_setup(dataset, reward_funcs, script_args, training_args)
     logger.info("Batch layout: %s.", plan.describe())
     logger.info("Training rows: %d; columns: %s.", len(dataset), dataset.column_names)
+    if demo_run is not None and demo_run.sft:  # the demo's SFT baseline: supervised training on the pool, no RL
+        from ..demo.sft import train_on_pool
+
+        return train_on_pool(demo_run, training_args, started)
 
     # 2. The model (loaded by the trainer from model_name_or_path, with PEFT / quantization from ModelConfig).
     from trl import get_peft_config, get_quantization_config
@@ -131,6 +137,8 @@ def run(
     quantization_config = get_quantization_config(model_args)
     _set_model_init_kwargs(model_args, training_args)
     callbacks = [cb for cb in (build_eval_callback(script_args, training_args),) if cb is not None]
+    if demo_run is not None:
+        callbacks += demo_run.callbacks()
     trainer = AMPOTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,

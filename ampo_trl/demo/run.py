@@ -1,5 +1,7 @@
 """One demo run inside the train script (``demo: true``): the student, the RL data, held-out accuracy before and
-after, the summary and the plot."""
+after (greedy, and pass@k at temperature 1), the summary, ``demo_summary.json`` (the run's result file, read by the
+sweep tool) and the plot. With ``demo_sft: true`` the same run trains the student by supervised learning on the pool
+instead of RL (`ampo_trl.demo.sft`)."""
 
 from __future__ import annotations
 
@@ -10,66 +12,35 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..answers import SYSTEM_PROMPT
 from ..reporting import format_duration, format_percent, mean
-from .task import AdditionProblem, DemoTask, exact_answer_reward, prompt_messages, train_rows
+from .task import TASK_VERSION, DemoTask, train_rows
 from .warmup import WarmupSettings, _warmup_once
 
 if TYPE_CHECKING:  # pragma: no cover
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, Trainer
     from trl import ModelConfig
 
     from ..cli.arguments import AMPOScriptArguments
     from ..config import AMPOConfig
-    from ..trainer import AMPOTrainer
 
-
-def accuracy(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[AdditionProblem],
-    system_prompt: str | None = None,
-    max_new_tokens: int = 64,
-    batch_size: int = 256,
-) -> float:
-    """Greedy held-out accuracy (fraction of problems whose last ``<answer>`` is the sum), batched."""
-    import torch
-
-    if not problems:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    padding_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    correct = 0
-    try:
-        for start in range(0, len(problems), batch_size):
-            chunk = problems[start : start + batch_size]
-            texts = [
-                tokenizer.apply_chat_template(
-                    prompt_messages(p, system_prompt), add_generation_prompt=True, tokenize=False
-                )
-                for p in chunk
-            ]
-            encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-            encoded = {key: value.to(model.device) for key, value in encoded.items()}
-            with torch.no_grad():
-                output = model.generate(
-                    **encoded,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            decoded = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
-            correct += sum(exact_answer_reward(decoded, [p.answer for p in chunk]))
-    finally:
-        tokenizer.padding_side = padding_side
-        if was_training:
-            model.train()
-    return correct / len(problems)
+#: The run's result file in ``output_dir`` (one per run; the sweep tool reads it).
+SUMMARY_FILE = "demo_summary.json"
+SUMMARY_FORMAT = 2
+#: Logged series kept in the result file as learning curves (``[[step, value], ...]``).
+CURVE_KEYS = (
+    "demo/heldout_hard",
+    "demo/heldout_easy",
+    "demo/accuracy_hard",
+    "demo/accuracy_easy",
+    "reward",
+    "ampo/replaced_row_fraction",
+    "ampo/all_fail_fraction",
+    "entropy",
+    "loss",
+)
 
 
 @dataclass
@@ -85,45 +56,142 @@ class DemoRun:
     tokenizer: object
     system_prompt: str | None = None
     plot: bool = True
+    sft: bool = False
+    eval_steps: int = 0
+    pass_at_k_samples: int = 32
     before: dict[str, float] = field(default_factory=dict)
     after: dict[str, float] = field(default_factory=dict)
+    pass_at_k: dict[str, dict[str, float]] = field(default_factory=dict)
     rl_started: float | None = None
 
     def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
-        model = getattr(model, "module", model)
+        """Greedy held-out accuracy on the easy and the hard problems."""
+        from .heldout import greedy_accuracy
+
         return {
-            "easy": accuracy(model, self.tokenizer, self.task.eval_easy, self.system_prompt),
-            "hard": accuracy(model, self.tokenizer, self.task.eval_hard, self.system_prompt),
+            "easy": greedy_accuracy(model, self.tokenizer, self.task.eval_easy, self.system_prompt),
+            "hard": greedy_accuracy(model, self.tokenizer, self.task.eval_hard, self.system_prompt),
         }
 
-    def before_training(self, trainer: AMPOTrainer) -> None:
-        self.before = self.evaluate(trainer.accelerator.unwrap_model(trainer.model))
-        trainer.accelerator.print(
-            f"[demo] held-out accuracy before RL: easy {format_percent(self.before['easy'])}, "
-            f"hard {format_percent(self.before['hard'])}"
+    def evaluate_pass_at_k(self, model: PreTrainedModel, seed: int) -> dict[str, float] | None:
+        """pass@k for k = 1..``pass_at_k_samples`` on the held-out hard problems (None when switched off)."""
+        from .heldout import pass_at_k_curve
+
+        if not self.pass_at_k_samples:
+            return None
+        return pass_at_k_curve(
+            model, self.tokenizer, self.task.eval_hard, self.pass_at_k_samples, seed, self.system_prompt
         )
+
+    def callbacks(self) -> list:
+        """Trainer callbacks of the run: the held-out learning curve when ``demo_eval_steps`` is set."""
+        from .heldout import HeldOutCurve
+
+        return [HeldOutCurve(self.evaluate, self.eval_steps)] if self.eval_steps else []
+
+    def _measure(self, trainer: Trainer, when: str) -> dict[str, float]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        accuracy = self.evaluate(model)
+        curve = self.evaluate_pass_at_k(model, seed=trainer.args.seed)
+        if curve is not None:
+            self.pass_at_k[when] = curve
+        passed = (
+            f", pass@1 {format_percent(curve['1'])} / pass@{self.pass_at_k_samples} "
+            f"{format_percent(curve[str(self.pass_at_k_samples)])} on hard (temperature 1)"
+            if curve
+            else ""
+        )
+        trainer.accelerator.print(
+            f"[demo] held-out accuracy {when} training: easy {format_percent(accuracy['easy'])}, "
+            f"hard {format_percent(accuracy['hard'])} (greedy){passed}"
+        )
+        return accuracy
+
+    def before_training(self, trainer: Trainer) -> None:
+        self.before = self._measure(trainer, "before")
         self.rl_started = time.time()
 
-    def after_training(self, trainer: AMPOTrainer, started: float) -> str:
+    def after_training(self, trainer: Trainer, started: float) -> str:
         rl_seconds = time.time() - (self.rl_started or started)
-        self.after = self.evaluate(trainer.accelerator.unwrap_model(trainer.model))
+        self.after = self._measure(trainer, "after")
+        # The trainer starts a fresh state in train(): the step-0 point is added now, at the front of the history.
+        history = trainer.state.log_history
+        history.insert(0, {"step": 0, **{f"demo/heldout_{level}": value for level, value in self.before.items()}})
+        history.append(
+            {
+                "step": trainer.state.global_step,
+                **{f"demo/heldout_{level}": value for level, value in self.after.items()},
+            }
+        )
+        label = run_label(trainer.args, self.sft)
         text = summary_text(self, trainer, rl_seconds, time.time() - started)
         trainer.accelerator.print(text)
         if self.plot and trainer.is_world_process_zero():
             path = Path(trainer.args.output_dir) / "demo_plot.png"
-            plot_history(trainer.state.log_history, path, title=_run_label(trainer.args))
+            plot_history(trainer.state.log_history, path, title=label)
             trainer.accelerator.print(f"[demo] plot written to {path}")
         if trainer.is_world_process_zero():
-            summary = {
-                "before": self.before,
-                "after": self.after,
-                "rl_seconds": round(rl_seconds, 1),
-                **history_stats(trainer.state.log_history),
-                "steps": trainer.state.global_step,
-                "guidance_trigger": trainer.args.guidance_trigger,
-            }
-            Path(trainer.args.output_dir, "demo_summary.json").write_text(json.dumps(summary, indent=2))
+            summary = self.summary(trainer, label, rl_seconds, time.time() - started)
+            write_json_atomic(Path(trainer.args.output_dir) / SUMMARY_FILE, summary)
         return text
+
+    def summary(self, trainer: Trainer, label: str, rl_seconds: float, total_seconds: float) -> dict[str, Any]:
+        """The run's result file: settings, warm-up identity, accuracies, pass@k, learning curves, guidance stats."""
+        args = trainer.args
+        history = trainer.state.log_history
+        return {
+            "format": SUMMARY_FORMAT,
+            "method": label,
+            "settings": {
+                "demo_sft": self.sft,
+                "guidance_trigger": getattr(args, "guidance_trigger", None),
+                "num_replacements": getattr(args, "num_replacements", None),
+                "guidance_selection": getattr(args, "guidance_selection", None),
+                "off_policy_aggregation": getattr(args, "off_policy_aggregation", None),
+                "learning_rate": args.learning_rate,
+                "max_steps": args.max_steps,
+                "seed": args.seed,
+                "demo_seed": self.warmup.seed,
+            },
+            "task_version": TASK_VERSION,
+            "warmup": {"key": self.warmup.key(), "path": str(self.model_path), "cached": self.warmup_cached},
+            "eval_problems": {"easy": len(self.task.eval_easy), "hard": len(self.task.eval_hard)},
+            "before": self.before,
+            "after": self.after,
+            "pass_at_k": {"samples": self.pass_at_k_samples, "temperature": 1.0, **self.pass_at_k},
+            "curves": {key: [[step, value] for step, value in zip(*_series(history, key))] for key in CURVE_KEYS},
+            "rl_seconds": round(rl_seconds, 1),
+            "total_seconds": round(total_seconds, 1),
+            **history_stats(history),
+            "steps": trainer.state.global_step,
+            "guidance_trigger": getattr(args, "guidance_trigger", None),
+        }
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write JSON to a temporary sibling and rename it: a reader never sees a half-written result file."""
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
+    return path
+
+
+def warmup_settings(script_args: AMPOScriptArguments) -> WarmupSettings:
+    """The warm-up a run with these script arguments uses (its cache key decides which student it starts from)."""
+    return WarmupSettings(
+        steps=script_args.demo_warmup_steps,
+        learning_rate=script_args.demo_warmup_learning_rate,
+        batch_size=script_args.demo_warmup_batch_size,
+        hard_fraction=script_args.demo_warmup_hard_fraction,
+        style=script_args.demo_warmup_style,
+        seed=script_args.demo_seed,
+        eval_problems=script_args.demo_eval_problems,
+        system_prompt=_system_prompt(script_args),
+    )
+
+
+def _system_prompt(script_args: AMPOScriptArguments) -> str | None:
+    return SYSTEM_PROMPT if script_args.use_ampo_system_prompt else script_args.system_prompt
 
 
 def prepare(script_args: AMPOScriptArguments, training_args: AMPOConfig, model_args: ModelConfig) -> DemoRun:
@@ -138,19 +206,8 @@ def prepare(script_args: AMPOScriptArguments, training_args: AMPOConfig, model_a
         )
     if script_args.dataset_name or script_args.dataset_files:
         raise ValueError("demo: true builds its own dataset; remove dataset_name / dataset_files from the recipe.")
-    system_prompt = script_args.system_prompt
-    if script_args.use_ampo_system_prompt:
-        system_prompt = SYSTEM_PROMPT
-    settings = WarmupSettings(
-        steps=script_args.demo_warmup_steps,
-        learning_rate=script_args.demo_warmup_learning_rate,
-        batch_size=script_args.demo_warmup_batch_size,
-        hard_fraction=script_args.demo_warmup_hard_fraction,
-        style=script_args.demo_warmup_style,
-        seed=script_args.demo_seed,
-        eval_problems=script_args.demo_eval_problems,
-        system_prompt=system_prompt,
-    )
+    system_prompt = _system_prompt(script_args)
+    settings = warmup_settings(script_args)
     started = time.time()
     path, cached = _warmup_once(settings)
     seconds = time.time() - started
@@ -181,13 +238,24 @@ def prepare(script_args: AMPOScriptArguments, training_args: AMPOConfig, model_a
         tokenizer=AutoTokenizer.from_pretrained(path),
         system_prompt=system_prompt,
         plot=script_args.demo_plot,
+        sft=script_args.demo_sft,
+        eval_steps=script_args.demo_eval_steps,
+        pass_at_k_samples=script_args.demo_pass_at_k_samples,
     )
 
 
-def _run_label(args) -> str:
-    if args.guidance_trigger == "never":
+def run_label(args, sft: bool = False) -> str:
+    """The method of a demo run as the summary, the plot and the sweep tables name it."""
+    if sft:
+        return "SFT on the teacher pool"
+    trigger = args.guidance_trigger
+    if trigger == "never":
         return "GRPO (guidance off)"
-    return f"AMPO (trigger={args.guidance_trigger}, k={args.num_replacements}, selection={args.guidance_selection})"
+    label = "LUFFY-style" if trigger == "every_group" else "AMPO"
+    return (
+        f"{label} (trigger={trigger}, k={args.num_replacements}, selection={args.guidance_selection}, "
+        f"aggregation={args.off_policy_aggregation})"
+    )
 
 
 def _series(log_history: Sequence[dict], key: str) -> tuple[list[int], list[float]]:
@@ -228,22 +296,40 @@ def history_stats(log_history: Sequence[dict]) -> dict:
     return stats
 
 
-def summary_text(run: DemoRun, trainer: AMPOTrainer, rl_seconds: float, total_seconds: float) -> str:
+def summary_text(run: DemoRun, trainer: Trainer, rl_seconds: float, total_seconds: float) -> str:
     args = trainer.args
     stats = history_stats(trainer.state.log_history)
     before, after = run.before, run.after
     lines = [
         "=" * 78,
-        f"CPU demo summary: {_run_label(args)}",
+        f"CPU demo summary: {run_label(args, run.sft)}",
         f"held-out accuracy (greedy; {len(run.task.eval_easy)} easy / {len(run.task.eval_hard)} hard problems):",
         f"  easy  {format_percent(before.get('easy'))} -> {format_percent(after.get('easy'))}",
         f"  hard  {format_percent(before.get('hard'))} -> {format_percent(after.get('hard'))}",
-        f"RL steps: {trainer.state.global_step} x {args.generation_batch_size // args.num_generations} prompts x "
-        f"{args.num_generations} completions, lr {args.learning_rate:g}",
-        f"time: RL {format_duration(rl_seconds)}, whole run {format_duration(total_seconds)} (warm-up "
-        + ("cached" if run.warmup_cached else f"{run.warmup_seconds:.0f}s")
-        + ")",
     ]
+    if run.pass_at_k.get("after"):
+        n = str(run.pass_at_k_samples)
+        first, last = run.pass_at_k.get("before") or {}, run.pass_at_k["after"]
+        lines.append(
+            f"pass@k on hard ({n} samples at temperature 1): pass@1 {format_percent(first.get('1'))} -> "
+            f"{format_percent(last['1'])}, pass@{n} {format_percent(first.get(n))} -> {format_percent(last[n])}"
+        )
+    if run.sft:
+        lines.append(
+            f"SFT steps: {trainer.state.global_step} x {args.per_device_train_batch_size * args.world_size} "
+            f"(prompt, teacher solution) pairs, lr {args.learning_rate:g}"
+        )
+    else:
+        lines.append(
+            f"RL steps: {trainer.state.global_step} x {args.generation_batch_size // args.num_generations} prompts x "
+            f"{args.num_generations} completions, lr {args.learning_rate:g}"
+        )
+    lines.append(
+        f"time: {'SFT' if run.sft else 'RL'} {format_duration(rl_seconds)}, whole run "
+        f"{format_duration(total_seconds)} (warm-up "
+        + ("cached" if run.warmup_cached else f"{run.warmup_seconds:.0f}s")
+        + ")"
+    )
     for key, label in (
         ("accuracy_hard", "sampled accuracy on hard training prompts"),
         ("accuracy_easy", "sampled accuracy on easy training prompts"),
@@ -263,7 +349,9 @@ def summary_text(run: DemoRun, trainer: AMPOTrainer, rl_seconds: float, total_se
             "groups with zero reward spread (no GRPO gradient): "
             f"{format_percent(stats.get('zero_std_group_fraction'))} of groups on average"
         )
-    if args.guidance_trigger != "never":
+    if run.sft:
+        lines.append("teacher rows: every training row (supervised, no sampling)")
+    elif args.guidance_trigger != "never":
         lines.append(
             f"replacement rate: {format_percent(stats.get('replaced_row_fraction'))} of completions were teacher rows"
         )
@@ -276,29 +364,45 @@ def summary_text(run: DemoRun, trainer: AMPOTrainer, rl_seconds: float, total_se
     return "\n".join(lines)
 
 
+PLOT_PANELS = (
+    ("reward", "reward (on-policy rows)", ()),
+    ("ampo/replaced_row_fraction", "replaced row fraction", ("ampo/all_fail_fraction",)),
+    ("entropy", "entropy (nats/token)", ()),
+    ("demo/accuracy_hard", "sampled accuracy on training prompts", ("demo/accuracy_easy",)),
+    ("demo/heldout_hard", "held-out accuracy (greedy)", ("demo/heldout_easy",)),
+)
+SFT_PLOT_PANELS = (
+    ("loss", "loss (teacher tokens)", ()),
+    ("demo/heldout_hard", "held-out accuracy (greedy)", ("demo/heldout_easy",)),
+)
+
+
 def plot_history(log_history: Sequence[dict], path: str | os.PathLike, title: str = "") -> Path:
-    """PNG with reward, replacement rate and entropy over training steps (matplotlib, Agg backend)."""
+    """PNG of the logged curves over training steps (matplotlib, Agg backend): reward, replacement rate, entropy,
+    sampled and held-out accuracy for RL runs; loss and held-out accuracy for the SFT baseline (no reward logged)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (
-        ("reward", "reward (on-policy rows)", ()),
-        ("ampo/replaced_row_fraction", "replaced row fraction", ("ampo/all_fail_fraction",)),
-        ("entropy", "entropy (nats/token)", ()),
-        ("demo/accuracy_hard", "sampled accuracy on training prompts", ("demo/accuracy_easy",)),
-    )
-    figure, axes = plt.subplots(1, len(panels), figsize=(17, 3.6))
+    rl = any("reward" in entry for entry in log_history)
+    panels = PLOT_PANELS if rl else SFT_PLOT_PANELS
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.5 * len(panels) + 0.5, 3.6))
     for axis, (key, label, extras) in zip(axes, panels):
         lines = 0
         for series_key, style in ((key, "-"), *((extra, "--") for extra in extras)):
             steps, values = _series(log_history, series_key)
             if steps:
-                axis.plot(steps, values, linestyle=style, label=series_key.split("/")[-1])
+                axis.plot(
+                    steps,
+                    values,
+                    linestyle=style,
+                    marker="." if len(steps) < 20 else None,
+                    label=series_key.split("/")[-1],
+                )
                 lines += 1
         if lines == 0:
-            axis.text(0.5, 0.5, "not logged\n(guidance off)", ha="center", va="center", transform=axis.transAxes)
+            axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes)
         elif extras:
             axis.legend(fontsize=8)
         axis.set_title(label)
