@@ -214,7 +214,9 @@ class AMPOScriptArguments(PoolDataArguments):
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [name for name in self.reward_funcs.replace(",", " ").split() if name]
         if self.demo_sft and not self.demo:
-            raise ValueError("demo_sft: true is the CPU demo's SFT baseline; set demo: true as well (or drop demo_sft).")
+            raise ValueError(
+                "demo_sft: true is the CPU demo's SFT baseline; set demo: true as well (or drop demo_sft)."
+            )
         for name in ("demo_eval_steps", "demo_pass_at_k_samples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (0 switches it off), got {getattr(self, name)}.")

@@ -162,6 +162,9 @@ class DemoRun:
             "curves": {key: [[step, value] for step, value in zip(*_series(history, key))] for key in CURVE_KEYS},
             "rl_seconds": round(rl_seconds, 1),
             "total_seconds": round(total_seconds, 1),
+            # CPU time of this process (user + system, all threads) since it started: on a shared machine the
+            # wall-clock times above depend on the other jobs, this does much less.
+            "cpu_seconds": round(time.process_time(), 1),
             **history_stats(history),
             "steps": trainer.state.global_step,
             "guidance_trigger": getattr(args, "guidance_trigger", None),

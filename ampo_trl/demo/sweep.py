@@ -271,8 +271,12 @@ def _build_warmup(settings) -> tuple[str, bool]:
 
     from .warmup import warmed_up_model_path
 
-    torch.set_num_threads(1)
-    path, cached = warmed_up_model_path(settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the runs (torch_num_threads: 1): one core per job
+    try:
+        path, cached = warmed_up_model_path(settings)
+    finally:
+        torch.set_num_threads(threads)
     return str(path), cached
 
 
@@ -292,13 +296,18 @@ def build_warmups(
     missing = [settings for settings in settings_by_key.values() if not is_cached(warmup_path(settings))]
     if missing:
         seeds = sorted(settings.seed for settings in missing)
-        log(f"[sweep] building {len(missing)} warm-up(s) (seeds {seeds}) in {min(jobs, len(missing))} processes")
-        import multiprocessing
+        workers = max(1, min(jobs, len(missing)))
+        log(f"[sweep] building {len(missing)} warm-up(s) (seeds {seeds}) in {workers} process(es)")
+        if workers == 1:  # no process to spawn (and no second torch import) for a single warm-up
+            paths = [_build_warmup(settings)[0] for settings in missing]
+        else:
+            import multiprocessing
 
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=context) as pool:
-            for path, _ in pool.map(_build_warmup, missing):
-                log(f"[sweep] warm-up ready: {path}")
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                paths = [path for path, _ in pool.map(_build_warmup, missing)]
+        for path in paths:
+            log(f"[sweep] warm-up ready: {path}")
     return runs_by_key
 
 

@@ -118,15 +118,22 @@ def _per_seed(stats: Stats, signed: bool = False) -> str:
     return ", ".join(f"{_pct(value, signed)} (s{seed})" for seed, value in stats.values.items()) or "n/a"
 
 
-def render_markdown(spec: SweepSpec, results: Mapping[str, Mapping[int, Mapping]], command: str = "") -> str:
-    """The table of a sweep (see the module docstring), in percent."""
+def render_markdown(
+    spec: SweepSpec,
+    results: Mapping[str, Mapping[int, Mapping]],
+    command: str = "",
+    seeds: Sequence[int] | None = None,
+) -> str:
+    """The table of a sweep (see the module docstring), in percent. ``seeds``: the seeds the sweep ran (default: the
+    spec's)."""
+    seeds = list(spec.seeds if seeds is None else seeds)
     first = next((result for per_seed in results.values() for result in per_seed.values()), {})
     eval_sizes = first.get("eval_problems", {})
     lines = [f"### {spec.title}", ""]
     if command:
         lines += ["```bash", command, "```", ""]
     lines.append(
-        f"Seeds {spec.seeds}; held-out {eval_sizes.get('easy', '?')} easy / {eval_sizes.get('hard', '?')} hard "
+        f"Seeds {seeds}; held-out {eval_sizes.get('easy', '?')} easy / {eval_sizes.get('hard', '?')} hard "
         f"problems, greedy, leak-free split (task version {first.get('task_version', '?')}); accuracies in %, "
         "mean ± sample std over seeds."
         + (f" Δ: paired per-seed difference vs {spec.baseline} (run − baseline, same seed)." if spec.baseline else "")
@@ -165,24 +172,33 @@ def render_markdown(spec: SweepSpec, results: Mapping[str, Mapping[int, Mapping]
     pass_table = render_pass_at_k_markdown(spec, results)
     if pass_table:
         lines += ["", pass_table]
-    seconds = [r.get("total_seconds") for per_seed in results.values() for r in per_seed.values()]
-    seconds = [s for s in seconds if s is not None]
-    if seconds:
-        lines += [
-            "",
-            f"{len(seconds)} runs; wall-clock per run {format_duration(min(seconds))} to "
-            f"{format_duration(max(seconds))} (mean {format_duration(statistics.fmean(seconds))}), "
-            f"{format_duration(sum(seconds))} of run time in total.",
-        ]
+    lines += _durations(spec, results)
     mismatches = mixed_warmups(results)
     if mismatches:
         lines += ["", "**Warning: runs of one seed started from different warm-ups:** " + "; ".join(mismatches)]
     missing = [
-        f"{run.name} seed {seed}" for run in spec.runs for seed in spec.seeds if seed not in results.get(run.name, {})
+        f"{run.name} seed {seed}" for run in spec.runs for seed in seeds if seed not in results.get(run.name, {})
     ]
     if missing:
         lines += ["", f"Not finished ({len(missing)}): " + ", ".join(missing) + "."]
     return "\n".join(lines) + "\n"
+
+
+def _durations(spec: SweepSpec, results: Mapping[str, Mapping[int, Mapping]]) -> list[str]:
+    """How long the runs took: wall-clock (depends on the machine's other jobs) and CPU time, per method."""
+    parts = []
+    for run in spec.runs:
+        per_seed = list(results.get(run.name, {}).values())
+        wall = [r["total_seconds"] for r in per_seed if r.get("total_seconds") is not None]
+        cpu = [r["cpu_seconds"] for r in per_seed if r.get("cpu_seconds") is not None]
+        if wall:
+            text = f"{run.name} {format_duration(statistics.fmean(wall))} wall"
+            if cpu:
+                text += f" / {format_duration(statistics.fmean(cpu))} CPU"
+            parts.append(text)
+    if not parts:
+        return []
+    return ["", "Mean time per run (train script, imports excluded): " + "; ".join(parts) + "."]
 
 
 def _pass_at_k_runs(spec: SweepSpec) -> list[str]:
@@ -265,7 +281,8 @@ def plot_final(spec: SweepSpec, results: Mapping[str, Mapping[int, Mapping]], pa
         axis.set_xticks(range(len(names)))
         axis.set_xticklabels(names, rotation=25, ha="right", fontsize=8)
         axis.set_ylabel(f"{label} accuracy (%)")
-        axis.set_ylim(0, 105)
+        axis.set_ylim(0, 118)  # room above 100% for the legend
+        axis.set_yticks(range(0, 101, 20))
         axis.grid(axis="y", alpha=0.3)
     figure.suptitle(f"{spec.title} (mean ± std over seeds, dots: seeds)", fontsize=10)
     return _save(figure, Path(path))
@@ -372,7 +389,8 @@ def write_report(
     output_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(runs)
     paths = {"markdown": output_dir / f"{spec.table}.md"}
-    paths["markdown"].write_text(render_markdown(spec, results, command))
+    seeds = sorted({run.seed for run in runs})
+    paths["markdown"].write_text(render_markdown(spec, results, command, seeds))
     if any(results.values()):
         paths["final"] = plot_final(spec, results, output_dir / f"{spec.table}_final.png")
         paths["curves"] = plot_curves(spec, results, output_dir / f"{spec.table}_curves.png")

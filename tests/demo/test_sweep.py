@@ -170,7 +170,10 @@ def test_table_reports_mean_std_seeds_and_paired_differences():
     assert k1[1] == "2" and k1[4].endswith("(1/2)") and k1[5] == "+15.0 (s0), -10.0 (s1)"
     assert rows["before training (warm-up)"].split(" | ")[2] == "5.0 ± 0.0"
     assert "Not finished (1): k=1 seed 2." in text and "python scripts/demo_sweep.py t.yml" in text
+    partial = sweep_report.render_markdown(spec, _results(), seeds=[0, 1])  # a sweep run with --seeds 0 1
+    assert "Seeds [0, 1];" in partial and "Not finished" not in partial
     assert "| pass@1 | pass@2 | pass@4 |" in text
+    assert "Mean time per run (train script, imports excluded): AMPO 0m10s wall;" in text
     assert "Warning" not in text
     mixed = _results()
     mixed["GRPO"][1]["warmup"]["key"] = "other"
@@ -258,7 +261,9 @@ def test_end_to_end_sweep_runs_the_train_script(tmp_path, monkeypatch):
         "--logging_steps 1"
     )
     out = tmp_path / "out"
-    args = [str(spec_path), "--output_dir", str(out), "--jobs", "2", "--extra", extra, "--no_progress"]
+    # --launcher python: the same train script without accelerate's launcher process (launch_command is tested above)
+    args = [str(spec_path), "--output_dir", str(out), "--jobs", "2", "--extra", extra, "--no_progress", "--launcher",
+            "python"]  # fmt: skip
     assert sweep.main([*args, "--repo", str(REPO)]) == 0
     runs = sweep.plan_runs(sweep.load_spec(spec_path), out.resolve(), extra=extra.split())
     summaries = [json.loads(run.summary_path.read_text()) for run in runs]
