@@ -4,7 +4,8 @@ What it reproduces, in miniature, is the paper's setting: an instruct student th
 hard ones, a pool of verified solutions written by several teachers with different styles, and RL on a mix of both.
 
 * **Task** (`task`): ``a+b`` with two-digit ``a`` and ``b``; easy (sum < 100) and hard (sum >= 100) problems, a
-  deterministic held-out split, one solution per teacher in each pool, and the exact-answer reward.
+  deterministic held-out split that is leak-free by operand pair, one solution per teacher in each pool, and the
+  exact-answer reward.
 * **Student** (`tiny`, `warmup`): the offline tiny model after a short supervised warm-up (plain PyTorch, cached on
   disk, well under a minute) on *easy* problems written in one style (``column`` by default), with a small share of
   hard ones (``warmup_hard_fraction``, 1% by default) so that, like an instruct model, it has a weak prior on them.
@@ -12,7 +13,10 @@ hard ones, a pool of verified solutions written by several teachers with differe
   samples; GRPO gets no gradient from such groups, AMPO replaces failed rows with teacher solutions.
 
 `run.prepare` builds all of this for the train script (``demo: true`` in the recipe); `run.DemoRun` measures
-held-out accuracy before and after, prints the summary and writes the plot.
+held-out accuracy before and after (`heldout`: greedy accuracy and pass@k through the shared generation backend),
+prints the summary and writes ``demo_summary.json`` and the plot. `sft` is the SFT-on-the-pool baseline
+(``demo_sft: true``); `sweep` and `sweep_report` run recipes x seeds in parallel and write the tables
+(``scripts/demo_sweep.py``).
 """
 
 from .task import TEACHERS, AdditionProblem, DemoTask, exact_answer_reward, train_rows

@@ -425,6 +425,7 @@ def run_all(
         return outcome
 
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures: list[concurrent.futures.Future] = []
     try:
         futures = [executor.submit(one, run) for run in todo]
         for future in concurrent.futures.as_completed(futures):
