@@ -343,7 +343,7 @@ def plot_pass_at_k(
     """pass@k against k (log2 axis) on the held-out hard problems, mean with a ± std band; None when no run has it."""
     plt = _pyplot()
     names = _pass_at_k_runs(spec)
-    figure, axis = plt.subplots(figsize=(6, 4.2))
+    figure, axis = plt.subplots(figsize=(7.5, 4.8))
     drawn, max_k = 0, 1
     before_rows: dict[int, list[float]] = {}
     for name in names:
@@ -374,7 +374,7 @@ def plot_pass_at_k(
     axis.set_xticklabels([str(k) for k in ticks])
     axis.set_xlabel("k")
     axis.set_ylabel("pass@k (%)")
-    axis.set_title(f"{spec.title}: pass@k, held-out hard (temperature 1)", fontsize=10)
+    axis.set_title(f"{spec.title}\npass@k on the held-out hard problems (temperature 1)", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     return _save(figure, Path(path))
