@@ -27,8 +27,9 @@ overrides: a run with the same recipe and overrides is the same directory in eve
 are the ablation tables' reference), and a smoke test with ``--extra "--max_steps 5"`` never mixes with full runs.
 A run is finished when ``D/demo_summary.json`` (its result file, written last and atomically) exists; finished runs
 are skipped, so an interrupted sweep resumes where it stopped (an unfinished run restarts from scratch). Each run's
-output goes to ``D/train.log``; ``D/sweep_command.json`` records its command and the recipe's hash (a result whose
-recipe changed since is reported as stale, not silently reused).
+output goes to ``D/train.log``; ``D/sweep_command.json`` records its command, the recipe's hash and the code version
+(``git describe``): a result whose recipe changed since is reported as stale, results from another code version are
+announced, and the report lists the code versions its runs came from.
 """
 
 from __future__ import annotations
@@ -239,6 +240,28 @@ def stale_runs(runs: Sequence[PlannedRun], repo: Path) -> list[PlannedRun]:
     return stale
 
 
+def code_version(repo: Path) -> str | None:
+    """``git describe --always --dirty`` of the checkout (None outside git): which trainer produced a result."""
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=repo, capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
+
+
+def recorded_versions(runs: Sequence[PlannedRun]) -> dict[str, list[PlannedRun]]:
+    """The finished runs grouped by the code version their ``sweep_command.json`` recorded ("unknown" if none)."""
+    versions: dict[str, list[PlannedRun]] = {}
+    for run in runs:
+        record = run.directory / COMMAND_FILE
+        if run.finished:
+            version = json.loads(record.read_text()).get("code_version") if record.is_file() else None
+            versions.setdefault(version or "unknown", []).append(run)
+    return versions
+
+
 def find_repo(start: str | os.PathLike | None = None) -> Path:
     """The checkout holding ``scripts/train.py`` and the recipes: ``start``, the working directory, or the one this
     package was imported from."""
@@ -399,12 +422,14 @@ def run_all(
     write = log or bar.write
     running: set[str] = set()
     lock = threading.Lock()
+    version = code_version(repo)
 
     def one(run: PlannedRun) -> RunOutcome:
         run.directory.mkdir(parents=True, exist_ok=True)
         record = {
             "command": command(run) if command else run.train_args(),
             "recipe_sha256": recipe_hash(repo, run.recipe),
+            "code_version": version,
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (run.directory / COMMAND_FILE).write_text(json.dumps(record, indent=2))
@@ -530,6 +555,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for run in stale_runs(unique, repo):
             print(f"[sweep] warning: {run.label()} in {run.directory} ran with an older {run.recipe}; delete the "
                   "directory to run it again.")  # fmt: skip
+        current = code_version(repo)
+        for version, runs in recorded_versions(unique).items():
+            if version != current:
+                print(f"[sweep] warning: {len(runs)} finished run(s) come from code version {version}, this "
+                      f"checkout is {current}: they are reused as they are (delete them to rerun).")  # fmt: skip
         todo = [run for run in unique if not run.finished]
         print(
             f"[sweep] {len(unique)} runs: {len(unique) - len(todo)} finished, {len(todo)} to run, {args.jobs} at a "

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..reporting import format_duration, format_percent
-from .sweep import PlannedRun, SweepSpec
+from .sweep import PlannedRun, SweepSpec, recorded_versions
 
 #: (label, path in the result file) of the table's accuracy columns.
 ACCURACY_METRICS = (("held-out hard", ("after", "hard")), ("held-out easy", ("after", "easy")))
@@ -390,7 +390,15 @@ def write_report(
     results = load_results(runs)
     paths = {"markdown": output_dir / f"{spec.table}.md"}
     seeds = sorted({run.seed for run in runs})
-    paths["markdown"].write_text(render_markdown(spec, results, command, seeds))
+    text = render_markdown(spec, results, command, seeds)
+    versions = recorded_versions(runs)
+    if versions:
+        text += (
+            "\nCode version of the runs (`git describe`): "
+            + "; ".join(f"{version} ({len(done)} runs)" for version, done in sorted(versions.items()))
+            + ".\n"
+        )
+    paths["markdown"].write_text(text)
     if any(results.values()):
         paths["final"] = plot_final(spec, results, output_dir / f"{spec.table}_final.png")
         paths["curves"] = plot_curves(spec, results, output_dir / f"{spec.table}_curves.png")

@@ -111,6 +111,8 @@ def test_runs_in_parallel_survive_failures_and_resume(tmp_path):
     assert sum("FAILED" in line for line in lines) == 2 and any("held-out hard 50.0%" in line for line in lines)
     record = json.loads((runs[0].directory / sweep.COMMAND_FILE).read_text())
     assert record["command"][:2] == ["--config", "recipes/demo/ampo_cpu.yaml"] and record["recipe_sha256"]
+    assert record["code_version"] == sweep.code_version(REPO)
+    assert sum(len(done) for done in sweep.recorded_versions(runs).values()) == 4  # the finished ones
     # Resume: only the two failed runs run again.
     outcomes.update({("GRPO", 1): 0.25, ("k=1", 0): 0.5})
     again = _fake_runner(outcomes)
@@ -271,7 +273,10 @@ def test_end_to_end_sweep_runs_the_train_script(tmp_path, monkeypatch):
     assert summaries[0]["warmup"]["key"] == summaries[1]["warmup"]["key"]  # one student for both methods
     assert summaries[0]["warmup"]["cached"] and summaries[1]["warmup"]["cached"]  # built before the runs started
     assert "$ " in (runs[0].directory / sweep.LOG_FILE).read_text()
-    assert "| AMPO | 1 |" in (out / "e2e.md").read_text()
+    report = (out / "e2e.md").read_text()
+    assert (
+        "| AMPO | 1 |" in report and f"Code version of the runs (`git describe`): {sweep.code_version(REPO)}" in report
+    )
     stamp = runs[0].summary_path.stat().st_mtime
     assert sweep.main([*args, "--repo", str(REPO)]) == 0
     assert runs[0].summary_path.stat().st_mtime == stamp  # finished runs are skipped
