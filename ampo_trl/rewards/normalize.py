@@ -87,7 +87,21 @@ def _strip_currency_and_separators(text: str, plain_commas: bool) -> str:
 def normalize_answer(text: str, *, plain_commas: bool = True) -> str:
     """The answer with currency signs, stray ``$ $``, thousands separators and scientific notation rewritten (see
     the module docstring). ``plain_commas=False`` keeps ``32,348`` as written: pass it for a prediction whose gold
-    is a list (`is_list_answer`). Idempotent."""
+    is a list (`is_list_answer`). Idempotent: the rules are applied until nothing changes, because one rule can
+    expose work for another (``$$$1``: the currency ``$`` goes first, then the empty pair ``$$``)."""
+    for _ in range(_MAX_NORMALIZATION_PASSES):
+        previous, text = text, _normalize_once(text, plain_commas)
+        if text == previous:
+            break
+    return text
+
+
+# Every rule only deletes characters or rewrites a notation into a fixed point of itself, so a few passes suffice;
+# the bound keeps a pathological input from looping.
+_MAX_NORMALIZATION_PASSES = 8
+
+
+def _normalize_once(text: str, plain_commas: bool) -> str:
     text = _strip_currency_and_separators(text, plain_commas)
     text = _TRAILING_POINT.sub("", text)
     text = _NUMPY_NAME.sub(lambda match: "\\" + _NUMPY_TO_LATEX.get(match[1], match[1]), text)

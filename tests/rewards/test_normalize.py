@@ -89,6 +89,15 @@ _ANSWER_PIECES = st.sampled_from(
 )
 
 
+@pytest.mark.parametrize("text", ["$$$1", "$$$$$1", "\\$$$1", "$ $$1"])
+@pytest.mark.parametrize("plain_commas", [True, False])
+def test_normalize_reaches_a_fixed_point_when_one_rule_exposes_another(text, plain_commas):
+    # "$$$1": the currency sign goes first, which leaves the empty pair "$$" for the next pass.
+    once = normalize_answer(text, plain_commas=plain_commas)
+    assert once == "1"
+    assert normalize_answer(once, plain_commas=plain_commas) == once
+
+
 @settings(max_examples=300, deadline=None, database=None)
 @given(st.lists(_ANSWER_PIECES, max_size=14).map("".join))
 def test_normalize_is_idempotent_and_total(text):
