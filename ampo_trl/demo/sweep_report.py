@@ -26,8 +26,22 @@ from typing import Any
 from ..reporting import format_duration, format_percent
 from .sweep import PlannedRun, SweepSpec, recorded_versions
 
-#: (label, path in the result file) of the table's accuracy columns.
-ACCURACY_METRICS = (("held-out hard", ("after", "hard")), ("held-out easy", ("after", "easy")))
+#: Held-out evaluations averaged by the pre-declared secondary metric (docs/demo.md): the last three of a run
+#: (steps 600, 650 and 700 with ``--demo_eval_steps 50``), less sensitive to where the last step happens to land.
+LAST_EVALUATIONS = 3
+#: (label, path in the result file, path of the same metric before training) of the table's accuracy columns. A path
+#: ending in ``@last<N>`` names the mean of the last N points of a curve.
+ACCURACY_METRICS = (
+    ("held-out hard", ("after", "hard"), ("before", "hard")),
+    ("held-out easy", ("after", "easy"), ("before", "easy")),
+    (
+        f"held-out hard, last {LAST_EVALUATIONS} evaluations",
+        ("curves", "demo/heldout_hard", f"@last{LAST_EVALUATIONS}"),
+        ("before", "hard"),
+    ),
+)
+#: Two-sided 95% quantiles of Student's t for 1..10 degrees of freedom (the paired intervals of a few seeds).
+_T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
 #: Learning curves drawn (result-file curve key, panel title).
 CURVE_PANELS = (
     ("demo/heldout_hard", "held-out hard accuracy (greedy)"),
@@ -49,6 +63,15 @@ class Stats:
     def std(self) -> float | None:
         return statistics.stdev(self.values.values()) if len(self.values) > 1 else None
 
+    @property
+    def interval95(self) -> tuple[float, float] | None:
+        """The 95% Student-t confidence interval of the mean (2 to 11 values; None otherwise)."""
+        n = len(self.values)
+        if not 2 <= n <= len(_T_975) + 1:
+            return None
+        half = _T_975[n - 2] * self.std / n**0.5
+        return self.mean - half, self.mean + half
+
 
 def load_results(runs: Sequence[PlannedRun]) -> dict[str, dict[int, dict]]:
     """``{run name: {seed: result}}`` of the finished runs."""
@@ -60,13 +83,25 @@ def load_results(runs: Sequence[PlannedRun]) -> dict[str, dict[int, dict]]:
     return results
 
 
-def _get(result: Mapping, path: Sequence[str]) -> float | None:
+def _get_raw(result: Mapping, path: Sequence[str]) -> Any:
     value: Any = result
     for key in path:
         if not isinstance(value, Mapping) or value.get(key) is None:
             return None
         value = value[key]
-    return float(value)
+    return value
+
+
+def _get(result: Mapping, path: Sequence[str]) -> float | None:
+    """The number at ``path``; a path ending in ``@last<N>`` gives the mean of the curve's last N points."""
+    if path and path[-1].startswith("@last"):
+        points = _get_raw(result, path[:-1])
+        count = int(path[-1].removeprefix("@last"))
+        if not isinstance(points, list) or len(points) < count:
+            return None
+        return statistics.fmean(float(point[1]) for point in points[-count:])
+    value = _get_raw(result, path)
+    return None if value is None else float(value)
 
 
 def metric(results: Mapping[int, Mapping], path: Sequence[str]) -> Stats:
@@ -114,6 +149,16 @@ def _mean_std(stats: Stats, signed: bool = False) -> str:
     return _pct(stats.mean, signed) + (f" ± {format_percent(std, unit='')}" if std is not None else "")
 
 
+def _difference(diff: Stats) -> str:
+    """``mean ± std [95% interval] (positive in k/n seeds)``."""
+    if not diff.values:
+        return "n/a"
+    wins = sum(value > 0 for value in diff.values.values())
+    interval = diff.interval95
+    bounds = f" [{_pct(interval[0], True)}, {_pct(interval[1], True)}]" if interval else ""
+    return f"{_mean_std(diff, signed=True)}{bounds} ({wins}/{len(diff.values)})"
+
+
 def _per_seed(stats: Stats, signed: bool = False) -> str:
     return ", ".join(f"{_pct(value, signed)} (s{seed})" for seed, value in stats.values.items()) or "n/a"
 
@@ -136,26 +181,31 @@ def render_markdown(
         f"Seeds {seeds}; held-out {eval_sizes.get('easy', '?')} easy / {eval_sizes.get('hard', '?')} hard "
         f"problems, greedy, leak-free split (task version {first.get('task_version', '?')}); accuracies in %, "
         "mean ± sample std over seeds."
-        + (f" Δ: paired per-seed difference vs {spec.baseline} (run − baseline, same seed)." if spec.baseline else "")
+        + (
+            f" Δ: paired per-seed difference vs {spec.baseline} (run − baseline, same seed): mean ± std, [95% t "
+            "interval of the mean], (seeds where it is > 0)."
+            if spec.baseline
+            else ""
+        )
     )
     if spec.notes:
         lines += ["", spec.notes]
     lines.append("")
     headers = ["method", "seeds"]
-    for label, _ in ACCURACY_METRICS:
+    for label, _, _ in ACCURACY_METRICS:
         headers += [f"{label}", f"{label}, per seed"]
         if spec.baseline:
             headers += [f"Δ {label} vs {spec.baseline} (> 0 in)", f"Δ {label}, per seed"]
     lines += ["| " + " | ".join(headers) + " |", "|" + "|".join(["---"] * len(headers)) + "|"]
     before_cells = [BEFORE, str(len(before_metric(results, ("before", "hard")).values))]
-    for _, path in ACCURACY_METRICS:
-        stats = before_metric(results, ("before", path[1]))
+    for _, _, before_path in ACCURACY_METRICS:
+        stats = before_metric(results, before_path)
         before_cells += [_mean_std(stats), _per_seed(stats)] + (["", ""] if spec.baseline else [])
     lines.append("| " + " | ".join(before_cells) + " |")
     for run in spec.runs:
         per_seed = results.get(run.name, {})
         cells = [run.name, str(len(per_seed))]
-        for _, path in ACCURACY_METRICS:
+        for _, path, _ in ACCURACY_METRICS:
             stats = metric(per_seed, path)
             cells += [_mean_std(stats), _per_seed(stats)]
             if spec.baseline:
@@ -163,11 +213,7 @@ def render_markdown(
                     cells += ["(baseline)", ""]
                 else:
                     diff = paired_difference(stats, metric(results.get(spec.baseline, {}), path))
-                    wins = sum(value > 0 for value in diff.values.values())
-                    cells += [
-                        f"{_mean_std(diff, signed=True)} ({wins}/{len(diff.values)})" if diff.values else "n/a",
-                        _per_seed(diff, signed=True),
-                    ]
+                    cells += [_difference(diff), _per_seed(diff, signed=True)]
         lines.append("| " + " | ".join(cells) + " |")
     pass_table = render_pass_at_k_markdown(spec, results)
     if pass_table:
@@ -267,14 +313,14 @@ def plot_final(spec: SweepSpec, results: Mapping[str, Mapping[int, Mapping]], pa
     plt = _pyplot()
     names = [run.name for run in spec.runs]
     figure, axes = plt.subplots(1, len(ACCURACY_METRICS), figsize=(1.2 * len(names) + 4, 4.2), squeeze=False)
-    for axis, (label, path_) in zip(axes[0], ACCURACY_METRICS):
+    for axis, (label, path_, before_path) in zip(axes[0], ACCURACY_METRICS):
         for index, name in enumerate(names):
             stats = metric(results.get(name, {}), path_)
             if stats.mean is None:
                 continue
             axis.bar(index, 100 * stats.mean, yerr=100 * (stats.std or 0.0), capsize=4, alpha=0.7)
             axis.scatter([index] * len(stats.values), [100 * v for v in stats.values.values()], color="k", s=10)
-        before = before_metric(results, ("before", path_[1]))
+        before = before_metric(results, before_path)
         if before.mean is not None:
             axis.axhline(100 * before.mean, color="gray", linestyle="--", label=BEFORE)
             axis.legend(fontsize=8, loc="upper left")

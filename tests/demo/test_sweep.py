@@ -165,8 +165,16 @@ def test_table_reports_mean_std_seeds_and_paired_differences():
     std = 100 * statistics.stdev([0.5, 0.6, 0.4])
     assert ampo[1] == "3" and ampo[2] == f"50.0 ± {std:.1f}" and ampo[3] == "50.0 (s0), 60.0 (s1), 40.0 (s2)"
     differences = [0.20, 0.30, 0.05]  # AMPO - GRPO per seed
-    assert ampo[4] == f"+{100 * statistics.fmean(differences):.1f} ± {100 * statistics.stdev(differences):.1f} (3/3)"
+    mean, std = statistics.fmean(differences), statistics.stdev(differences)
+    half = 4.303 * std / 3**0.5  # t(0.975, 2 degrees of freedom)
+    assert ampo[4] == (
+        f"+{100 * mean:.1f} ± {100 * std:.1f} [{100 * (mean - half):+.1f}, +{100 * (mean + half):.1f}] (3/3)"
+    )
     assert ampo[5] == "+20.0 (s0), +30.0 (s1), +5.0 (s2)"
+    # Secondary metric: mean of the last 3 held-out evaluations (curve [0.05, h/2, h] -> 0.05/3 + h/2).
+    last3 = [0.05 / 3 + value / 2 for value in (0.5, 0.6, 0.4)]
+    assert ampo[10] == f"{100 * statistics.fmean(last3):.1f} ± {100 * statistics.stdev(last3):.1f}"
+    assert ampo[13] == "+10.0 (s0), +15.0 (s1), +2.5 (s2) |"
     assert rows["GRPO"].split(" | ")[4] == "(baseline)"
     k1 = rows["k=1"].split(" | ")
     assert k1[1] == "2" and k1[4].endswith("(1/2)") and k1[5] == "+15.0 (s0), -10.0 (s1)"
@@ -184,8 +192,16 @@ def test_table_reports_mean_std_seeds_and_paired_differences():
 
 def test_single_seed_has_no_std():
     stats = sweep_report.Stats({3: 0.5})
-    assert stats.mean == 0.5 and stats.std is None
+    assert stats.mean == 0.5 and stats.std is None and stats.interval95 is None
     assert sweep_report.paired_difference(stats, sweep_report.Stats({4: 0.1})).values == {}
+
+
+def test_interval_uses_student_t_and_last_evaluations_need_enough_points():
+    low, high = sweep_report.Stats({0: 0.1, 1: 0.3}).interval95  # t(0.975, 1) = 12.706, std = 0.1414
+    assert low == pytest.approx(0.2 - 12.706 * 0.1) and high == pytest.approx(0.2 + 12.706 * 0.1)
+    short = {0: _summary(0.5, curve=[[0, 0.1], [50, 0.5]])}
+    assert sweep_report.metric(short, ("curves", "demo/heldout_hard", "@last3")).values == {}
+    assert sweep_report.metric(short, ("curves", "demo/heldout_hard", "@last2")).values == {0: pytest.approx(0.3)}
 
 
 def test_report_files_and_command_line(tmp_path, capsys):
