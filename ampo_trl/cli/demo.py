@@ -4,6 +4,8 @@
 
     ampo demo                                   # recipes/demo/ampo_cpu.yaml: ~9 minutes on 2 CPU cores
     ampo demo --recipe grpo_cpu                 # the same run with guidance off (the GRPO baseline)
+    ampo demo --recipe luffy_cpu                # LUFFY-style baseline: one teacher row in every group
+    ampo demo --recipe sft_cpu                  # SFT on the pool's teacher solutions instead of RL
     ampo demo --max_steps 50 --output_dir runs/quick
 
 Every option of ``ampo train`` may follow (they override the recipe). Equivalent to ``ampo train --config
@@ -22,7 +24,8 @@ from .recipes import resolve_recipe
 if TYPE_CHECKING:  # pragma: no cover
     from ..trainer import AMPOTrainer
 
-DEMO_RECIPES = ("ampo_cpu", "grpo_cpu")
+#: The shipped demo recipes (recipes/demo/), the baselines of docs/demo.md included.
+DEMO_RECIPES = ("ampo_cpu", "grpo_cpu", "luffy_cpu", "sft_cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=DEMO_RECIPES,
         default="ampo_cpu",
-        help="ampo_cpu: AMPO; grpo_cpu: the same recipe with guidance off (default: %(default)s)",
+        help="ampo_cpu: AMPO; grpo_cpu: the same recipe with guidance off; luffy_cpu: one teacher row in every "
+        "group (LUFFY-style); sft_cpu: supervised learning on the pool instead of RL (default: %(default)s)",
     )
     return parser
 

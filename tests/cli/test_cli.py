@@ -147,7 +147,10 @@ def test_recipes_command_lists_shows_and_locates(capsys):
 
 
 # ------------------------------------------------------------------------------------------------- ampo demo
-@pytest.mark.parametrize("given, recipe", [([], "ampo_cpu"), (["--recipe", "grpo_cpu"], "grpo_cpu")])
+@pytest.mark.parametrize(
+    "given, recipe",
+    [([], "ampo_cpu")] + [(["--recipe", name], name) for name in ("grpo_cpu", "luffy_cpu", "sft_cpu")],
+)
 def test_demo_runs_the_shipped_demo_recipe_with_the_overrides(given, recipe, monkeypatch):
     from ampo_trl.cli import demo, train
 
@@ -156,6 +159,12 @@ def test_demo_runs_the_shipped_demo_recipe_with_the_overrides(given, recipe, mon
     overrides = ["--max_steps", "2", "--report_to", "tensorboard"]  # --r...: not an abbreviation of --recipe
     assert demo.main([*given, *overrides]) == "trainer"
     assert calls == [["--config", str(REPO / "recipes" / "demo" / f"{recipe}.yaml"), *overrides]]
+
+
+def test_every_demo_recipe_is_offered_and_shipped():
+    from ampo_trl.cli import demo
+
+    assert set(demo.DEMO_RECIPES) == {path.stem for path in (REPO / "recipes" / "demo").glob("*.yaml")}
 
 
 def test_demo_help_and_bad_recipe(capsys):
