@@ -155,7 +155,7 @@ def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert "CPU demo summary" in printed and "held-out accuracy" in printed
-    assert "easy" in printed and "hard" in printed and "teachers chosen" in printed or recipe == "grpo_cpu.yaml"
+    assert "\n  easy  " in printed and "\n  hard  " in printed  # before -> after, for both recipes
     assert trainer.state.global_step == 2
     summary = json.loads((out / "demo_summary.json").read_text())
     assert set(summary["before"]) == {"easy", "hard"} and set(summary["after"]) == {"easy", "hard"}
@@ -166,11 +166,17 @@ def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
     trainer.create_model_card(model_name="again")  # what push_to_hub and checkpoints do: the recipe must survive
     card = (out / "README.md").read_text()
     assert card.count("## Training recipe") == 1 and "## Demo summary" in card
+    replaced = [entry["ampo/replaced_rows"] for entry in trainer.state.log_history if "ampo/replaced_rows" in entry]
     if recipe == "ampo_cpu.yaml":
-        assert summary["replaced_row_fraction"] > 0
-        assert "replacement rate" in printed
-    else:
-        assert summary["replaced_row_fraction"] is None and "guidance off" in printed
+        assert "CPU demo summary: AMPO (trigger=all_fail" in printed
+        assert summary["replaced_row_fraction"] > 0 and sum(replaced) > 0
+        assert "replacement rate: " in printed and "teachers chosen: " in printed
+        assert "teachers chosen: none" not in printed
+    else:  # plain GRPO: no guidance at all, and the summary says so
+        assert trainer.args.guidance_trigger == "never"
+        assert "CPU demo summary: GRPO (guidance off)" in printed
+        assert "replacement rate: 0% (guidance off)" in printed and "teachers chosen" not in printed
+        assert summary["replaced_row_fraction"] is None and sum(replaced) == 0
 
 
 def test_demo_refuses_other_models(tmp_path, monkeypatch):
