@@ -47,12 +47,12 @@ def scripted_correctness_reward(completions, answer, policy_rewards, **kwargs):
 TEACHER_STYLES = ("terse", "steps", "verbose", "check", "digits")
 
 
-def scripted_rows(patterns, pool_size=3):
+def scripted_rows(patterns, pool_size=3, first_operand=11):
     """One prompt per pattern: `policy_rewards` = the pattern (the reward of each sampled completion of its group,
     by offset, for `scripted_correctness_reward`), a pool of `pool_size` correct teacher solutions (at most 5)."""
     rows = []
     for i, pattern in enumerate(patterns):
-        a, b = 11 + i, 40 + 3 * i
+        a, b = first_operand + i, 40 + 3 * i
         total = a + b
         texts = {
             "terse": f"<answer>{total}</answer>",

@@ -92,3 +92,8 @@ def test_plan_empty_and_single_process_budget_packing():
     assert plan_scoring_chunks([], 2, 100) == [[], []]
     plan = plan_scoring_chunks([10, 10, 10, 10], 1, token_budget=20)
     assert [len(chunk) for chunk in plan[0]] == [2, 2]
+
+
+def test_plan_rejects_zero_processes():
+    with pytest.raises(ValueError, match="num_processes must be >= 1"):
+        plan_scoring_chunks([10], 0, token_budget=100)

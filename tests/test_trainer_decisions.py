@@ -48,8 +48,8 @@ def global_rng_disturbing_reward(completions, **kwargs):
     return [0.0] * len(completions)
 
 
-def random_decision_trainer(tmp_path, **overrides):
-    rows = scripted_rows(RANDOM_PATTERNS)
+def random_decision_trainer(tmp_path, first_operand=11, **overrides):
+    rows = scripted_rows(RANDOM_PATTERNS, first_operand=first_operand)
     trainer = make_trainer(
         tmp_path,
         rows=rows,
@@ -73,6 +73,17 @@ def test_decisions_change_with_the_optimizer_step_and_repeat_for_the_same_step(t
     first, second = by_step[0][0], by_step[1][0]
     assert {row for row, _ in first} != {row for row, _ in second}
     assert [teacher for _, teacher in first] != [teacher for _, teacher in second]
+
+
+def test_decisions_depend_on_the_prompt_not_only_on_the_group_index(tmp_path):
+    """The seed key holds the prompt: two batches of the same step whose groups have the same outcomes but other
+    prompts draw differently (otherwise every run would replace the same offsets of group g at step s)."""
+    chosen = []
+    for first_operand in (11, 31):
+        trainer, rows = random_decision_trainer(tmp_path, first_operand=first_operand)
+        generate(trainer, rows)
+        chosen.append(decisions(trainer))
+    assert chosen[0] != chosen[1]
 
 
 @pytest.mark.parametrize(
