@@ -48,8 +48,8 @@ def global_rng_disturbing_reward(completions, **kwargs):
     return [0.0] * len(completions)
 
 
-def random_decision_trainer(tmp_path, first_operand=11, **overrides):
-    rows = scripted_rows(RANDOM_PATTERNS, first_operand=first_operand)
+def random_decision_trainer(tmp_path, first_operand=11, patterns=RANDOM_PATTERNS, **overrides):
+    rows = scripted_rows(patterns, first_operand=first_operand)
     trainer = make_trainer(
         tmp_path,
         rows=rows,
@@ -73,6 +73,19 @@ def test_decisions_change_with_the_optimizer_step_and_repeat_for_the_same_step(t
     first, second = by_step[0][0], by_step[1][0]
     assert {row for row, _ in first} != {row for row, _ in second}
     assert [teacher for _, teacher in first] != [teacher for _, teacher in second]
+
+
+def test_decisions_of_a_fixed_batch_are_pinned(tmp_path):
+    """Recorded runs stay reproducible: the seeds of the hybrid draws, of the row choice and of the random ranking
+    ((seed, step, micro-step, group, prompt) and a salt per kind of decision) are part of the contract, as
+    `group_seed`'s fixed value in test_guidance.py. The outcome depends on no model output (scripted rewards, random
+    ranking). Change this list only on purpose, with a CHANGELOG note: every recorded run's decisions change."""
+    trainer, rows = random_decision_trainer(tmp_path)
+    generate(trainer, rows)
+    assert decisions(trainer) == [
+        (1, "steps"), (2, "verbose"), (25, "steps"), (26, "terse"),
+        (32, "terse"), (34, "steps"), (36, "terse"), (39, "steps"),
+    ]  # fmt: skip
 
 
 def test_decisions_depend_on_the_prompt_not_only_on_the_group_index(tmp_path):
@@ -233,3 +246,19 @@ def test_comprehension_mean_selects_the_hand_computed_best_solution(tmp_path, di
     winner, expected_score = disagreeing_pair[mean]
     assert chosen == ("A" if winner == a else "B")
     assert trainer.last_guidance[0]["score"] == pytest.approx(expected_score, rel=1e-4)
+
+
+def test_random_selection_draws_a_new_ranking_for_every_group_and_step(tmp_path):
+    """r_random: the teacher of each group is a seeded draw per (step, group, prompt), not one permutation reused by
+    every group (8 failing groups, k = 1, the same three teachers in every pool)."""
+    trainer, rows = random_decision_trainer(
+        tmp_path, guidance_trigger="all_fail", num_replacements=1, patterns=[[0, 0, 0, 0]] * 8
+    )
+    per_step = []
+    for step in range(4):
+        trainer.state.global_step = step
+        generate(trainer, rows)
+        per_step.append([teacher for _, teacher in decisions(trainer)])
+    assert all(len(teachers) == 8 for teachers in per_step)
+    assert all(len(set(teachers)) > 1 for teachers in per_step)  # groups of one step differ
+    assert len({teachers[0] for teachers in per_step}) > 1  # the same group differs between steps
