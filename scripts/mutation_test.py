@@ -56,6 +56,7 @@ TRAINER_TESTS = (
     "tests/test_loss.py::test_constant_mode_with_dr_grpo_is_the_released_code_normalisation",
     "tests/test_loss.py::test_entropy_bonus_and_kl_stay_finite_with_teacher_rows",
     "tests/test_scale.py::test_vllm_teacher_rows_are_excluded_from_importance_sampling",
+    "tests/test_scale.py::test_vllm_sequence_level_correction_gives_teacher_rows_ratio_one",
     "tests/test_scale.py::test_marks_survive_shuffle_and_split_with_accumulation_and_iterations",
 )
 

@@ -42,7 +42,7 @@ def test_every_rank_runs_with_the_torchrun_environment(tmp_path):
 
 
 def test_a_rank_that_skips_a_collective_fails_the_test_within_its_limit(tmp_path):
-    limit = 30.0
+    limit = 45.0
     start = time.monotonic()
     with pytest.raises(pytest.fail.Exception) as failure:
         launch_workers(
@@ -50,7 +50,7 @@ def test_a_rank_that_skips_a_collective_fails_the_test_within_its_limit(tmp_path
         )
     elapsed = time.monotonic() - start
     message = str(failure.value)
-    assert "hung: ranks [0, 1] still running after the 30 s limit" in message
+    assert "hung: ranks [0, 1] still running after the 45 s limit" in message
     # the end of each rank's log says where it was
     assert "rank 0: entering the all_reduce" in message
     assert "rank 1: skipped the all_reduce, busy elsewhere" in message

@@ -487,8 +487,10 @@ def test_every_loss_option_is_grpo_on_sampled_rows_plus_shaping_on_teacher_rows(
         assert length > 1 and batch["completion_ids"][row, length - 1] == eos  # never masked as truncated
     on_policy_mask = batch["completion_mask"] * (~teacher).unsqueeze(1)
     assert batch["num_items_in_batch"].item() == on_policy_mask.sum().item()  # sequence mode: on-policy tokens
-    if settings.get("pad_to_multiple_of"):
-        assert batch["completion_ids"].size(1) % 8 == 0
+    longest_teacher = int(batch["completion_mask"][teacher].sum(1).max())
+    assert longest_teacher > 16  # wider than any sampled completion: the batch was widened for it, no more
+    multiple = settings.get("pad_to_multiple_of", 1)
+    assert batch["completion_ids"].size(1) == math.ceil(longest_teacher / multiple) * multiple
     ampo_loss, ampo_grads = _loss_and_grads(ampo, batch)
 
     grpo.model.load_state_dict(ampo.model.state_dict())
