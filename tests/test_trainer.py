@@ -568,3 +568,22 @@ def test_random_selection_runs_no_scoring_forward(tmp_path):
     assert batch["ampo_is_teacher"].sum() == 4
     assert all(g["score"] is None for g in trainer.last_guidance)
     assert trainer._metrics["train"]["ampo/scoring_forwards"][-1] == 0.0
+
+
+def test_splice_leaves_prompts_alone_when_they_are_as_wide_as_the_completions(tmp_path):
+    """Prompt tensors are told apart by name, not only by width: a prompt exactly as wide as the sampled completions
+    must not be widened or filled like a per-token completion field."""
+    rows = addition_rows(2)
+    tokenizer = build_tiny_model_and_tokenizer()[1]
+    prompt_length = len(
+        tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    trainer = make_trainer(tmp_path, max_completion_length=prompt_length)
+    grpo = make_trainer(tmp_path, GRPOTrainer, max_completion_length=prompt_length)
+    batch, plain = generate(trainer, rows), generate(grpo, rows)
+    assert plain["completion_ids"].size(1) == prompt_length == plain["prompt_ids"].size(1)  # the case under test
+    assert batch["ampo_is_teacher"].sum() == 4 and batch["completion_ids"].size(1) > prompt_length
+    torch.testing.assert_close(batch["prompt_ids"], plain["prompt_ids"], atol=0, rtol=0)
+    torch.testing.assert_close(batch["prompt_mask"], plain["prompt_mask"], atol=0, rtol=0)
