@@ -51,6 +51,7 @@ TRAINER_TESTS = (
     "tests/test_trainer.py::test_teacher_reward_floor_raises_teacher_rows_before_normalising",
     "tests/test_trainer.py::test_random_selection_runs_no_scoring_forward",
     "tests/test_trainer.py::test_splice_leaves_prompts_alone_when_they_are_as_wide_as_the_completions",
+    "tests/test_trainer.py::test_an_unknown_per_token_field_from_a_newer_trl_stops_with_a_clear_error",
     "tests/test_trainer.py::test_every_loss_option_is_grpo_on_sampled_rows_plus_shaping_on_teacher_rows[settings0]",
     "tests/test_trainer.py::test_every_loss_option_is_grpo_on_sampled_rows_plus_shaping_on_teacher_rows[settings11]",
     "tests/test_loss.py::test_token_mode_is_one_token_mean_over_all_tokens",

@@ -587,3 +587,17 @@ def test_splice_leaves_prompts_alone_when_they_are_as_wide_as_the_completions(tm
     assert batch["ampo_is_teacher"].sum() == 4 and batch["completion_ids"].size(1) > prompt_length
     torch.testing.assert_close(batch["prompt_ids"], plain["prompt_ids"], atol=0, rtol=0)
     torch.testing.assert_close(batch["prompt_mask"], plain["prompt_mask"], atol=0, rtol=0)
+
+
+def test_an_unknown_per_token_field_from_a_newer_trl_stops_with_a_clear_error(tmp_path, monkeypatch):
+    original = GRPOTrainer._generate_and_score_completions
+
+    def with_a_new_field(self, inputs):
+        output = original(self, inputs)
+        output["new_per_token_field"] = torch.zeros_like(output["completion_mask"])
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", with_a_new_field)
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(RuntimeError, match="per-token field 'new_per_token_field'.*version is newer than the one"):
+        generate(trainer, addition_rows(2))
