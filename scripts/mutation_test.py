@@ -4,6 +4,7 @@
     nice -n 10 python scripts/mutation_test.py                       # every target (about an hour on 2 cores)
     nice -n 10 python scripts/mutation_test.py guidance loss         # some targets
     nice -n 10 python scripts/mutation_test.py trainer-select --survivors   # and print each survivor's diff
+    nice -n 10 python scripts/mutation_test.py guidance --mutants 'ampo_trl.guidance.x_group_seed__mutmut_6'
 
 Each target mutates one module (for the trainer: one of the splice, the selection and the guidance wiring) and runs
 only the tests relevant to it, in a scratch copy of the repository (`--workdir`, default under the system
@@ -16,6 +17,7 @@ why each survivor is harmless.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import shutil
@@ -124,7 +126,11 @@ def mutmut_command() -> list[str]:
     return [executable]
 
 
-def run_target(target_name: str, target: Target, workdir: Path, max_children: int) -> dict:
+def run_target(
+    target_name: str, target: Target, workdir: Path, max_children: int, mutants: list[str] | None = None
+) -> dict:
+    if mutants:  # re-check given mutants only (e.g. the survivors of a previous run, after adding tests)
+        target = Target(target.module, target.tests, functions=tuple(mutants))
     scratch = prepare(target_name, target, workdir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)  # the mutated copy under <scratch>/mutants must be the ampo_trl the tests import
@@ -141,11 +147,10 @@ def run_target(target_name: str, target: Target, workdir: Path, max_children: in
 
 def report(target_name: str, target: Target, scratch: Path, env: dict) -> dict:
     meta = json.loads((scratch / "mutants" / f"{target.module}.meta").read_text())
-    prefixes = [pattern.rstrip("*") for pattern in target.functions]
     outcomes = {
         name: code
         for name, code in meta["exit_code_by_key"].items()
-        if not prefixes or any(name.startswith(prefix) for prefix in prefixes)
+        if not target.functions or any(fnmatch.fnmatch(name, pattern) for pattern in target.functions)
     }
     killed = sorted(name for name, code in outcomes.items() if code in KILLED_CODES | TIMEOUT_CODES)
     survived = sorted(name for name, code in outcomes.items() if code in SURVIVED_CODES)
@@ -173,12 +178,20 @@ def report(target_name: str, target: Target, scratch: Path, env: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("targets", nargs="*", choices=[[], *TARGETS], help=f"default: all of {list(TARGETS)}")
+    parser.add_argument(
+        "targets", nargs="*", metavar="TARGET", choices=[[], *TARGETS], help=f"default: all of {list(TARGETS)}"
+    )
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "ampo-mutation")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 2) - 1))
     parser.add_argument("--survivors", action="store_true", help="print the diff of every surviving mutant")
+    parser.add_argument(
+        "--mutants", nargs="+", help="only these mutant names (one target), e.g. a previous run's survivors"
+    )
     args = parser.parse_args(argv)
-    results = [run_target(name, TARGETS[name], args.workdir, args.max_children) for name in args.targets or TARGETS]
+    targets = args.targets or list(TARGETS)
+    if args.mutants and len(targets) != 1:
+        parser.error("--mutants needs exactly one target")
+    results = [run_target(name, TARGETS[name], args.workdir, args.max_children, args.mutants) for name in targets]
     print()
     print(f"{'target':<14} {'killed':>7} {'total':>6} {'score':>7}  survivors")
     for result in results:
