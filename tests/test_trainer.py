@@ -105,7 +105,7 @@ def test_a_grpo_config_is_accepted_and_converted(tmp_path):
 # --------------------------------------------------------------------------------------------------- replacement
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, not per module: mutation testing maps a fixture's work to the first test using it
 def guided(tmp_path_factory):
     trainer = make_trainer(tmp_path_factory.mktemp("guided"), guidance_trigger="all_fail", log_completions=True)
     rows = addition_rows(2)

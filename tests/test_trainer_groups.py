@@ -140,3 +140,31 @@ def test_every_group_replaces_k_rows_of_every_group_correct_or_not(tmp_path):
     replaced_correct = [o for pattern, replaced in zip(patterns, offsets) for o in replaced if pattern[o] == 1]
     assert replaced_correct  # correct rows are replaceable too (drawn among all rows)
     torch.testing.assert_close(batch["advantages"], hand_advantages(patterns, offsets))
+
+
+def test_groups_that_are_not_guided_are_not_scored(tmp_path):
+    """Comprehension forwards are spent on triggered groups only (here none: one correct row is enough)."""
+    trainer, _, offsets = run(tmp_path, [[1, 1, 1, 1], [0, 1, 0, 0]], guidance_trigger="all_fail")
+    assert offsets == [[], []]
+    metrics = trainer._metrics["train"]
+    assert metrics["ampo/scoring_forwards"][-1] == 0.0 and metrics["ampo/triggered_group_fraction"][-1] == 0.0
+    assert metrics["ampo/comprehension/mean"][-1] != metrics["ampo/comprehension/mean"][-1]  # NaN: nothing scored
+    assert trainer.last_guidance == []
+
+
+def test_a_pool_no_larger_than_k_is_used_whole_without_scoring(tmp_path):
+    trainer, _, offsets = run(tmp_path, [[0, 0, 0, 0], [0, 0, 0, 0]], pool_size=2, num_replacements=2)
+    assert [len(o) for o in offsets] == [2, 2]
+    assert trainer._metrics["train"]["ampo/scoring_forwards"][-1] == 0.0  # nothing to choose between
+    assert all(g["score"] is None for g in trainer.last_guidance)
+    assert sorted(g["teacher"] for g in trainer.last_guidance) == ["steps", "steps", "terse", "terse"]
+
+
+def test_scores_of_every_candidate_of_guided_groups_are_logged(tmp_path):
+    trainer, _, _ = run(tmp_path, [[0, 0, 0, 0], [1, 1, 1, 1]], num_replacements=1)
+    metrics = trainer._metrics["train"]
+    selected = [g["score"] for g in trainer.last_guidance]
+    assert len(selected) == 1 and metrics["ampo/comprehension_selected/mean"][-1] == pytest.approx(selected[0])
+    # the selected solution has the best score of its pool: the pool's max is the selected one, its min below
+    assert metrics["ampo/comprehension/max"][-1] == pytest.approx(selected[0])
+    assert 0 < metrics["ampo/comprehension/min"][-1] < selected[0]
