@@ -49,6 +49,7 @@ TRAINER_TESTS = (
     "tests/test_trainer.py::test_guidance_metrics_are_recorded",
     "tests/test_trainer.py::test_every_group_trigger_puts_teacher_rows_into_groups_that_are_all_correct",
     "tests/test_trainer.py::test_shortest_selection_and_decisions_are_reproducible",
+    "tests/test_trainer.py::test_token_budget_bounds_the_scoring_forwards",
     "tests/test_trainer.py::test_empty_pools_and_overlong_solutions_are_counted_not_dropped_silently",
     "tests/test_trainer.py::test_teacher_reward_floor_raises_teacher_rows_before_normalising",
     "tests/test_trainer.py::test_random_selection_runs_no_scoring_forward",

@@ -290,12 +290,14 @@ def test_empty_pools_and_overlong_solutions_are_counted_not_dropped_silently(tmp
     rows = addition_rows(2)
     rows[0]["teacher_solutions"] = []
     rows[1]["teacher_solutions"].append({"teacher": "essayist", "text": "x" * 500 + "<answer>9</answer>"})
+    rows[1]["teacher_solutions"].append({"teacher": "blank", "text": "  "})
     with caplog.at_level("WARNING"):
         trainer = make_trainer(tmp_path, rows=rows)
         batch = generate(trainer, rows)
     metrics = trainer._metrics["train"]
     assert metrics["ampo/empty_pool_groups"][-1] == 1.0
     assert metrics["ampo/skipped_too_long"][-1] == 1.0
+    assert metrics["ampo/skipped_empty_text"][-1] == 1.0
     assert batch["ampo_is_teacher"][:4].sum() == 0 and batch["ampo_is_teacher"][4:].sum() == 2
     assert "empty guidance pool" in caplog.text and "max_teacher_length=96" in caplog.text
 

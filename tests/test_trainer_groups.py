@@ -50,6 +50,7 @@ def test_always_replaces_only_failed_rows_up_to_k(tmp_path):
     torch.testing.assert_close(batch["advantages"], hand_advantages(patterns, offsets))
     metrics = trainer._metrics["train"]
     assert metrics["ampo/replaced_rows"][-1] == 15.0
+    assert metrics["ampo/replaced_row_fraction"][-1] == pytest.approx(15 / 36)
     assert metrics["ampo/all_fail_fraction"][-1] == 0.0
     assert metrics["ampo/all_correct_fraction"][-1] == pytest.approx(1 / 9)
     assert metrics["ampo/triggered_group_fraction"][-1] == pytest.approx(8 / 9)
