@@ -50,6 +50,8 @@ TRAINER_TESTS = (
     "tests/test_trainer.py::test_every_group_trigger_puts_teacher_rows_into_groups_that_are_all_correct",
     "tests/test_trainer.py::test_shortest_selection_and_decisions_are_reproducible",
     "tests/test_trainer.py::test_token_budget_bounds_the_scoring_forwards",
+    "tests/test_trainer.py::test_comprehension_selection_picks_the_best_understood_solutions",
+    "tests/test_trainer.py::test_comprehension_options_reach_the_score",
     "tests/test_trainer.py::test_empty_pools_and_overlong_solutions_are_counted_not_dropped_silently",
     "tests/test_trainer.py::test_teacher_reward_floor_raises_teacher_rows_before_normalising",
     "tests/test_trainer.py::test_random_selection_runs_no_scoring_forward",
