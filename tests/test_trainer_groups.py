@@ -4,15 +4,22 @@ replaced (any row for every_group), and the advantages of the augmented groups, 
 
 import pytest
 import torch
-from helpers import generate, make_trainer, scripted_correctness_reward, scripted_rows, teacher_offsets
+from helpers import (
+    always_correct_reward,
+    generate,
+    make_trainer,
+    scripted_correctness_reward,
+    scripted_rows,
+    teacher_offsets,
+)
 
 
-def run(tmp_path, patterns, num_generations=4, pool_size=3, **config):
+def run(tmp_path, patterns, num_generations=4, pool_size=3, reward_funcs=(scripted_correctness_reward,), **config):
     rows = scripted_rows(patterns, pool_size=pool_size)
     trainer = make_trainer(
         tmp_path,
         rows=rows,
-        reward_funcs=[scripted_correctness_reward],
+        reward_funcs=list(reward_funcs),
         num_generations=num_generations,
         per_device_train_batch_size=num_generations * len(patterns),
         **config,
@@ -51,6 +58,9 @@ def test_always_replaces_only_failed_rows_up_to_k(tmp_path):
     metrics = trainer._metrics["train"]
     assert metrics["ampo/replaced_rows"][-1] == 15.0
     assert metrics["ampo/replaced_row_fraction"][-1] == pytest.approx(15 / 36)
+    augmented = [1.0 if o in replaced else float(r) for p, replaced in zip(patterns, offsets) for o, r in enumerate(p)]
+    assert metrics["ampo/reward_with_guidance"][-1] == pytest.approx(sum(augmented) / 36)
+    assert metrics["ampo/teacher_reward_mean"][-1] == 1.0 and metrics["ampo/teacher_incorrect_fraction"][-1] == 0.0
     assert metrics["ampo/all_fail_fraction"][-1] == 0.0
     assert metrics["ampo/all_correct_fraction"][-1] == pytest.approx(1 / 9)
     assert metrics["ampo/triggered_group_fraction"][-1] == pytest.approx(8 / 9)
@@ -169,3 +179,23 @@ def test_scores_of_every_candidate_of_guided_groups_are_logged(tmp_path):
     # the selected solution has the best score of its pool: the pool's max is the selected one, its min below
     assert metrics["ampo/comprehension/max"][-1] == pytest.approx(selected[0])
     assert 0 < metrics["ampo/comprehension/min"][-1] < selected[0]
+
+
+def test_gdpo_advantages_are_recomputed_over_the_augmented_groups(tmp_path):
+    """normalize_then_sum: each reward normalised within the augmented group, summed, normalised over the batch."""
+    patterns = [[0, 0, 0, 0], [1, 0, 0, 0], [1, 1, 0, 1]]
+    _, batch, offsets = run(
+        tmp_path,
+        patterns,
+        guidance_trigger="always",
+        multi_objective_aggregation="normalize_then_sum",
+        reward_funcs=(scripted_correctness_reward, always_correct_reward),
+    )
+    rewards = torch.tensor(
+        [[1.0 if o in replaced else float(r), 1.0] for p, replaced in zip(patterns, offsets) for o, r in enumerate(p)]
+    )
+    grouped = rewards.view(3, 4, 2)
+    normalised = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).view(12, 2)
+    summed = normalised.sum(1)
+    expected = (summed - summed.mean()) / (summed.std() + 1e-4)
+    torch.testing.assert_close(batch["advantages"], expected, atol=1e-5, rtol=1e-4)
