@@ -125,3 +125,8 @@ def test_plan_keeps_padding_within_the_bound():
     assert [[lengths[i] for i in chunk] for chunk in plan[0]] == [[200, 190, 160], [150], [100, 90], [20], [12, 10]]
     one_pass = plan_scoring_chunks(lengths, 1, token_budget=10_000, max_padding=float("inf"))
     assert len(one_pass[0]) == 1  # without the bound everything fits in one pass, at 1800 padded for 932 real tokens
+
+
+def test_plan_rejects_zero_processes():
+    with pytest.raises(ValueError, match="num_processes must be >= 1"):
+        plan_scoring_chunks([10], 0, token_budget=100)

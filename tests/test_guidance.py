@@ -178,3 +178,49 @@ def test_released_assignment_gives_row_j_the_j_mod_remaining_solution():
     assert assign_solutions([0, 1, 5], "released") == [0, 2, 1]  # j=1 of [1, 2] -> 2; then 1
     with pytest.raises(ValueError, match="assignment"):
         assign_solutions([0], "random")
+
+
+# ------------------------------------------------------------------------ boundaries found by mutation testing
+
+
+def test_correctness_mask_never_counts_nan_as_correct_even_at_threshold_zero():
+    # rewards in [-1, 1] may use threshold 0: a NaN (unscorable) row must stay failed, not become 0.0 >= 0
+    assert correctness_mask(torch.tensor([float("nan"), 0.0, -0.5]), 0.0).tolist() == [False, True, False]
+
+
+def test_choose_rows_can_replace_every_failed_row():
+    failed = torch.tensor([True, False, True, True])
+    assert choose_rows_to_replace(failed, 3, make_generator(0)) == [0, 2, 3]
+    assert choose_rows_to_replace(failed, 0, make_generator(0)) == []
+
+
+def test_hybrid_guides_a_group_with_a_single_failure_and_draws_strictly_below_p():
+    correct = groups([1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0])
+    draws = torch.tensor([0.1, 0.3, 0.3])  # a draw equal to p is not below it
+    requested = requested_replacements(correct, G, "hybrid", 2, hybrid_draws=draws, hybrid_probability=0.3)
+    assert requested.tolist() == [1, 0, 0]
+
+
+def test_hybrid_probability_defaults_to_zero_all_fail_groups_only():
+    correct = groups([0, 0, 0, 0], [1, 0, 0, 0])
+    draws = torch.tensor([0.0, 0.0])
+    assert requested_replacements(correct, G, "hybrid", 2, hybrid_draws=draws).tolist() == [2, 0]
+
+
+def test_adaptive_k_rounds_down_on_odd_groups():
+    # G = 5: c = 0 -> floor(5 / 2) = 2, c = 1 -> floor(3 / 2) = 1, c = 2 -> 2 * 2 < 5 -> max(1, floor(1 / 2)) = 1
+    correct = torch.tensor([False] * 5 + [True] + [False] * 4 + [True] * 2 + [False] * 3 + [True] * 3 + [False] * 2)
+    requested = requested_replacements(correct, 5, "adaptive_k", 9)
+    assert requested.tolist() == [2, 1, 1, 0] and requested.dtype == torch.long
+
+
+def test_comprehension_score_defaults_are_the_papers():
+    logps = torch.tensor([0.5, 0.125]).log()
+    assert comprehension_score(logps) == pytest.approx(0.25)  # geometric mean, no format term
+    # format_score defaults to 0: a format weight alone scales the score down
+    assert comprehension_score(logps, "arithmetic", format_weight=0.5) == pytest.approx(0.5 * 0.3125)
+
+
+def test_comprehension_score_clips_rounding_noise_above_one():
+    # log_softmax can return tiny positive values for a near-certain token: the score stays a probability
+    assert comprehension_score(torch.tensor([1e-3, 2e-3]), "geometric") == 1.0

@@ -52,6 +52,25 @@ def test_vllm_scoring_requires_vllm(tmp_path):
         make_trainer(tmp_path, comprehension_backend="vllm")
 
 
+def test_vllm_sequence_level_correction_gives_teacher_rows_ratio_one(tmp_path, fake_vllm):
+    trainer = make_trainer(
+        tmp_path,
+        use_vllm=True,
+        vllm_mode="server",
+        vllm_importance_sampling_mode="sequence_truncate",
+        vllm_importance_sampling_clip_max=3.0,
+    )
+    batch = generate(trainer, addition_rows(2))
+    teacher, ratio = batch["ampo_is_teacher"], batch["importance_sampling_ratio"]
+    assert teacher.sum() == 4 and ratio.shape == (8, 1)  # one ratio per sequence, not widened with the rows
+    assert (ratio[teacher] == 1.0).all()
+    # sampled rows: exp(sum of the 0.05 per-token log-ratio of the stand-in sampler)
+    lengths = batch["completion_mask"][~teacher].sum(1, keepdim=True).float()
+    torch.testing.assert_close(ratio[~teacher], (0.05 * lengths).exp(), atol=1e-4, rtol=0)
+    trainer.current_gradient_accumulation_steps = 1
+    assert torch.isfinite(trainer._compute_loss(trainer.model, batch))
+
+
 # ----------------------------------------------------------------------- accumulation, steps_per_generation, reuse
 
 

@@ -11,6 +11,7 @@ from helpers import (
     exact_answer_reward,
     generate,
     generation_inputs,
+    hand_gold_logps,
     make_trainer,
 )
 from trl import GRPOConfig, GRPOTrainer
@@ -20,6 +21,7 @@ from ampo_trl.advantages import compute_advantages
 from ampo_trl.demo.tiny import build_tiny_model_and_tokenizer
 from ampo_trl.errors import DataFormatError
 from ampo_trl.guidance import comprehension_score
+from ampo_trl.rewards import format_reward
 
 
 def _assert_batches_equal(first, second):
@@ -141,7 +143,7 @@ def test_a_grpo_config_is_accepted_and_converted(tmp_path):
 # --------------------------------------------------------------------------------------------------- replacement
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test, not per module: mutation testing maps a fixture's work to the first test using it
 def guided(tmp_path_factory):
     trainer = make_trainer(tmp_path_factory.mktemp("guided"), guidance_trigger="all_fail", log_completions=True)
     rows = addition_rows(2)
@@ -388,12 +390,14 @@ def test_empty_pools_and_overlong_solutions_are_counted_not_dropped_silently(tmp
     rows = addition_rows(2)
     rows[0]["teacher_solutions"] = []
     rows[1]["teacher_solutions"].append({"teacher": "essayist", "text": "x" * 500 + "<answer>9</answer>"})
+    rows[1]["teacher_solutions"].append({"teacher": "blank", "text": "  "})
     with caplog.at_level("WARNING"):
         trainer = make_trainer(tmp_path, rows=rows)
         batch = generate(trainer, rows)
     metrics = trainer._metrics["train"]
     assert metrics["ampo/empty_pool_groups"][-1] == 1.0
     assert metrics["ampo/skipped_too_long"][-1] == 1.0
+    assert metrics["ampo/skipped_empty_text"][-1] == 1.0
     assert batch["ampo_is_teacher"][:4].sum() == 0 and batch["ampo_is_teacher"][4:].sum() == 2
     assert "empty guidance pool" in caplog.text and "max_teacher_length=96" in caplog.text
 
@@ -535,9 +539,30 @@ def test_rollout_func_is_rejected_with_guidance(tmp_path):
         )  # fmt: skip
 
 
+def _loss_and_grads(trainer, batch):
+    trainer.model.zero_grad(set_to_none=True)
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer._compute_loss(trainer.model, batch)
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    return loss.detach(), grads
+
+
+def _hand_shaping_loss(model, batch, get_logps, gamma=0.1, num_rows=8):
+    """Sequence aggregation by hand: sum over teacher rows of mean_t -A f(p_t), f(p) = p / (p + gamma), / N_rows."""
+    rows = batch["ampo_is_teacher"].nonzero().flatten()
+    ids = torch.cat([batch["prompt_ids"][rows], batch["completion_ids"][rows]], 1)
+    attention = torch.cat([batch["prompt_mask"][rows], batch["completion_mask"][rows]], 1)
+    logps, _, _ = get_logps(model, ids, attention, batch["completion_ids"].size(1))
+    mask = batch["completion_mask"][rows].float()
+    per_token = -batch["advantages"][rows].unsqueeze(1) * logps.exp() / (logps.exp() + gamma)
+    return ((per_token * mask).sum(1) / mask.sum(1)).sum() / num_rows
+
+
 @pytest.mark.parametrize(
     "settings",
     [
+        {},  # dapo
         {"loss_type": "grpo"},
         {"loss_type": "bnpo"},
         {"loss_type": "dr_grpo"},
@@ -549,28 +574,133 @@ def test_rollout_func_is_rejected_with_guidance(tmp_path):
         {"top_entropy_quantile": 0.5},
         {"mask_truncated_completions": True},
         {"pad_to_multiple_of": 8},
-        {"teacher_reward_floor": 2.0, "scale_rewards": "none"},
-        {"guidance_trigger": "hybrid", "hybrid_trigger_probability": 0.5},
-        {"guidance_trigger": "adaptive_k"},
-        {"guidance_trigger": "always"},
-        {"comprehension_mean": "arithmetic", "comprehension_format_weight": 0.1, "comprehension_round_to_bf16": True},
-        {"guidance_selection": "random"},
     ],
 )
-def test_every_option_trains_with_teacher_rows(tmp_path, settings):
+def test_every_loss_option_is_grpo_on_sampled_rows_plus_shaping_on_teacher_rows(tmp_path, settings):
+    """L = (the parent's loss for these options, teacher rows contributing nothing) + (shaping term by hand), in
+    value and gradient; the teacher rows are whole solutions ending in EOS whatever the option."""
+    ampo = make_trainer(tmp_path, **settings)
+    grpo = make_trainer(tmp_path, GRPOTrainer, **settings)
+    batch = generate(ampo, addition_rows(2))
+    teacher = batch["ampo_is_teacher"]
+    assert teacher.sum() == 4
+    eos = ampo.processing_class.eos_token_id
+    for row in teacher.nonzero().flatten().tolist():
+        length = int(batch["completion_mask"][row].sum())
+        assert length > 1 and batch["completion_ids"][row, length - 1] == eos  # never masked as truncated
+    on_policy_mask = batch["completion_mask"] * (~teacher).unsqueeze(1)
+    assert batch["num_items_in_batch"].item() == on_policy_mask.sum().item()  # sequence mode: on-policy tokens
+    longest_teacher = int(batch["completion_mask"][teacher].sum(1).max())
+    assert longest_teacher > 16  # wider than any sampled completion: the batch was widened for it, no more
+    multiple = settings.get("pad_to_multiple_of", 1)
+    assert batch["completion_ids"].size(1) == math.ceil(longest_teacher / multiple) * multiple
+    ampo_loss, ampo_grads = _loss_and_grads(ampo, batch)
+
+    grpo.model.load_state_dict(ampo.model.state_dict())
+    on_policy_batch = {key: value for key, value in batch.items() if not key.startswith("ampo_")}
+    on_policy_batch["tool_mask"] = (~teacher).unsqueeze(1).to(batch["completion_mask"].dtype)
+    grpo_loss, grpo_grads = _loss_and_grads(grpo, on_policy_batch)
+    grpo.model.zero_grad(set_to_none=True)
+    shaping = _hand_shaping_loss(grpo.model, batch, grpo._get_per_token_logps_and_entropies)
+    shaping.backward()
+    shaping_grads = {name: p.grad for name, p in grpo.model.named_parameters() if p.grad is not None}
+
+    assert shaping.item() < 0  # positive teacher advantages: the shaping term lowers the loss
+    assert ampo_loss.item() == pytest.approx(grpo_loss.item() + shaping.item(), abs=1e-6)
+    assert ampo_grads.keys() == grpo_grads.keys() == shaping_grads.keys()
+    for name in ampo_grads:
+        torch.testing.assert_close(ampo_grads[name], grpo_grads[name] + shaping_grads[name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"guidance_trigger": "hybrid", "hybrid_trigger_probability": 0.5},
+        {"guidance_trigger": "adaptive_k", "num_replacements": 1},
+        {"guidance_trigger": "always"},
+        {"guidance_trigger": "every_group", "num_replacements": 3},
+    ],
+)
+def test_every_trigger_guides_all_fail_groups(tmp_path, settings):
+    """On groups that all fail, each trigger replaces its number of rows (mixed groups: tests/test_trainer_groups.py):
+    hybrid, always: k = 2; adaptive_k: (G - 0) // 2 = 2 whatever k; every_group: k = 3 (at most G - 1)."""
     trainer = make_trainer(tmp_path, **settings)
     batch = generate(trainer, addition_rows(2))
+    counts = batch["ampo_is_teacher"].view(2, 4).sum(1).tolist()
+    expected = 3 if settings["guidance_trigger"] == "every_group" else 2
+    assert counts == [expected, expected]
+    assert trainer._metrics["train"]["ampo/triggered_group_fraction"][-1] == 1.0
+
+
+def test_teacher_reward_floor_raises_teacher_rows_before_normalising(tmp_path):
+    trainer = make_trainer(tmp_path, teacher_reward_floor=2.0, scale_rewards="none")
+    batch = generate(trainer, addition_rows(2))
     teacher = batch["ampo_is_teacher"]
-    assert teacher.any()
-    assert (batch["advantages"][teacher] > 0).all() and (batch["advantages"][~teacher] <= 0).all()
-    if settings.get("teacher_reward_floor"):
-        # floor 2.0 on teacher rows re-scored at 1.0: mean of (0, 0, 2, 2) per group is 1.0
-        assert batch["advantages"][teacher].tolist() == pytest.approx([1.0] * int(teacher.sum()))
-    if settings.get("pad_to_multiple_of"):
-        assert batch["completion_ids"].size(1) % 8 == 0
-    trainer.current_gradient_accumulation_steps = 1
-    loss = trainer._compute_loss(trainer.model, batch)
-    loss.backward()
-    grads = [p.grad for p in trainer.model.parameters() if p.grad is not None]
-    assert torch.isfinite(loss) and grads and all(torch.isfinite(g).all() for g in grads)
-    assert any(g.abs().sum() > 0 for g in grads)
+    # teacher rows re-scored at 1.0 and raised to 2.0, sampled rows 0: the mean of (0, 0, 2, 2) is 1.0
+    torch.testing.assert_close(batch["advantages"], torch.where(teacher, 1.0, -1.0))
+    assert trainer._metrics["train"]["ampo/teacher_reward_mean"][-1] == 1.0  # the re-scored reward, not the floor
+
+
+def test_comprehension_options_reach_the_score(tmp_path):
+    """Arithmetic mean, format weight and bf16 rounding: the logged score of each chosen solution is the one computed
+    by hand with those options, and the chosen ones are the best two of their pool."""
+    trainer = make_trainer(
+        tmp_path, comprehension_mean="arithmetic", comprehension_format_weight=0.1, comprehension_round_to_bf16=True
+    )
+    rows = addition_rows(2)
+    generate(trainer, rows)
+    for group, row in enumerate(rows):
+        expected = {}
+        for solution in row["teacher_solutions"]:
+            logps = hand_gold_logps(
+                trainer.model, trainer.processing_class, row["prompt"], solution["text"], row["answer"]
+            )
+            expected[solution["teacher"]] = comprehension_score(
+                logps, "arithmetic", format_reward([solution["text"]])[0], 0.1, round_to_bf16=True
+            )
+        chosen = {g["teacher"]: g["score"] for g in trainer.last_guidance if g["group"] == group}
+        assert len(chosen) == 2
+        for teacher, score in chosen.items():
+            assert score == pytest.approx(expected[teacher], abs=1e-6)
+        assert min(chosen.values()) >= max(v for t, v in expected.items() if t not in chosen)
+
+
+def test_random_selection_runs_no_scoring_forward(tmp_path):
+    trainer = make_trainer(tmp_path, guidance_selection="random")
+    batch = generate(trainer, addition_rows(2))
+    assert batch["ampo_is_teacher"].sum() == 4
+    assert all(g["score"] is None for g in trainer.last_guidance)
+    assert trainer._metrics["train"]["ampo/scoring_forwards"][-1] == 0.0
+
+
+def test_splice_leaves_prompts_alone_when_they_are_as_wide_as_the_completions(tmp_path):
+    """Prompt tensors are told apart by name, not only by width: a prompt exactly as wide as the sampled completions
+    must not be widened or filled like a per-token completion field."""
+    rows = addition_rows(2)
+    tokenizer = build_tiny_model_and_tokenizer()[1]
+    prompt_length = len(
+        tokenizer.apply_chat_template(rows[0]["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
+    )
+    trainer = make_trainer(tmp_path, max_completion_length=prompt_length)
+    grpo = make_trainer(tmp_path, GRPOTrainer, max_completion_length=prompt_length)
+    batch, plain = generate(trainer, rows), generate(grpo, rows)
+    assert plain["completion_ids"].size(1) == prompt_length == plain["prompt_ids"].size(1)  # the case under test
+    assert batch["ampo_is_teacher"].sum() == 4 and batch["completion_ids"].size(1) > prompt_length
+    torch.testing.assert_close(batch["prompt_ids"], plain["prompt_ids"], atol=0, rtol=0)
+    torch.testing.assert_close(batch["prompt_mask"], plain["prompt_mask"], atol=0, rtol=0)
+
+
+def test_an_unknown_per_token_field_from_a_newer_trl_stops_with_a_clear_error(tmp_path, monkeypatch):
+    original = GRPOTrainer._generate_and_score_completions
+
+    def with_a_new_field(self, inputs):
+        output = original(self, inputs)
+        output["new_per_token_field"] = torch.zeros_like(output["completion_mask"])
+        return output
+
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", with_a_new_field)
+    trainer = make_trainer(tmp_path)
+    with pytest.raises(RuntimeError, match="per-token field 'new_per_token_field'.*version is newer than the one"):
+        generate(trainer, addition_rows(2))

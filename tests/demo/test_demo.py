@@ -237,6 +237,7 @@ def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
     )  # fmt: skip
     printed = capsys.readouterr().out
     assert "CPU demo summary" in printed and "held-out accuracy" in printed and "pass@3" in printed
+    assert "\n  easy  " in printed and "\n  hard  " in printed  # before -> after, for every recipe
     assert trainer.state.global_step == 2
     summary = json.loads((out / demo_run.SUMMARY_FILE).read_text())
     assert set(summary["before"]) == {"easy", "hard"} and set(summary["after"]) == {"easy", "hard"}
@@ -259,11 +260,18 @@ def test_demo_recipe_short_run(recipe, tmp_path, monkeypatch, capsys):
     trainer.create_model_card(model_name="again")  # what push_to_hub and checkpoints do: the recipe must survive
     card = (out / "README.md").read_text()
     assert card.count("## Training recipe") == 1 and "## Demo summary" in card
-    if recipe == "grpo_cpu.yaml":
-        assert summary["replaced_row_fraction"] is None and "guidance off" in printed
+    replaced = [entry["ampo/replaced_rows"] for entry in trainer.state.log_history if "ampo/replaced_rows" in entry]
+    if recipe == "grpo_cpu.yaml":  # plain GRPO: no guidance at all, and the summary says so
+        assert trainer.args.guidance_trigger == "never"
+        assert "CPU demo summary: GRPO (guidance off)" in printed
+        assert "replacement rate: 0% (guidance off)" in printed and "teachers chosen" not in printed
+        assert summary["replaced_row_fraction"] is None and sum(replaced) == 0
     else:
-        assert "replacement rate" in printed and "teachers chosen" in printed
-        assert summary["replaced_row_fraction"] > 0
+        assert summary["replaced_row_fraction"] > 0 and sum(replaced) > 0
+        assert "replacement rate: " in printed and "teachers chosen: " in printed
+        assert "teachers chosen: none" not in printed
+    if recipe == "ampo_cpu.yaml":
+        assert "CPU demo summary: AMPO (trigger=all_fail" in printed
     if recipe == "luffy_cpu.yaml":  # one teacher row in every group of 8, whether it failed or not
         assert summary["replaced_row_fraction"] == pytest.approx(1 / 8)
         assert summary["settings"]["off_policy_aggregation"] == "token"

