@@ -123,6 +123,16 @@ def choose_rows_to_replace(failed: torch.Tensor, count: int, generator: torch.Ge
     return sorted(failed_offsets[order[:count]].tolist())
 
 
+def rows_held_by_process(global_rows: Sequence[int], process_index: int, rows_per_process: int) -> dict[int, int]:
+    """``{local row: position in global_rows}`` for the rows process ``process_index`` holds.
+
+    TRL gives process ``p`` the global rows ``[p·n, (p+1)·n)`` of a generation batch (``n`` rows per process), so a
+    group may span two processes; a row equal to ``(p+1)·n`` is the first row of the next process.
+    """
+    first, stop = process_index * rows_per_process, (process_index + 1) * rows_per_process
+    return {row - first: position for position, row in enumerate(global_rows) if first <= row < stop}
+
+
 def rank_candidates(
     selection: str,
     lengths: Sequence[int],

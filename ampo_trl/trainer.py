@@ -63,6 +63,7 @@ from .guidance import (
     rank_candidates,
     replaceable_rows,
     requested_replacements,
+    rows_held_by_process,
 )
 from .loss import aggregate_off_policy_loss, micro_batch_normalizer, off_policy_per_token_loss
 from .micro_batches import group_by_length, padding_stats, per_token_keys
@@ -321,8 +322,7 @@ class AMPOTrainer(GRPOTrainer):
             reward_floor=self.args.teacher_reward_floor,
             floor_mask=is_teacher_global,
         )
-        local_slice = slice(first_global_row, first_global_row + num_local)
-        output["advantages"] = advantages[local_slice]
+        output["advantages"] = advantages[first_global_row : first_global_row + num_local]
 
         teacher_totals = weighted_total_rewards(teacher_rewards, self.reward_weights)
         metrics["ampo/teacher_reward_mean"].append(torch.nanmean(teacher_totals).item())
@@ -334,7 +334,8 @@ class AMPOTrainer(GRPOTrainer):
             torch.nanmean(weighted_total_rewards(new_rewards, self.reward_weights)).item()
         )
 
-        local = {r.row - first_global_row: r for r in replacements if local_slice.start <= r.row < local_slice.stop}
+        held = rows_held_by_process([r.row for r in replacements], self.accelerator.process_index, num_local)
+        local = {local_row: replacements[position] for local_row, position in held.items()}
         self._splice_teacher_rows(output, local)
         self._patch_completion_logs(replacements, group_rows, new_rewards, advantages)
         self._log_sources(sources)

@@ -15,6 +15,7 @@ from ampo_trl.guidance import (
     rank_candidates,
     replaceable_rows,
     requested_replacements,
+    rows_held_by_process,
 )
 
 G = 4
@@ -224,3 +225,12 @@ def test_comprehension_score_defaults_are_the_papers():
 def test_comprehension_score_clips_rounding_noise_above_one():
     # log_softmax can return tiny positive values for a near-certain token: the score stays a probability
     assert comprehension_score(torch.tensor([1e-3, 2e-3]), "geometric") == 1.0
+
+
+def test_rows_held_by_process_cut_at_each_process_boundary():
+    # 6 rows per process: process 0 holds global rows 0-5, process 1 rows 6-11; row 6 is process 1's first row.
+    rows = [0, 5, 6, 11, 12]
+    assert rows_held_by_process(rows, 0, 6) == {0: 0, 5: 1}
+    assert rows_held_by_process(rows, 1, 6) == {0: 2, 5: 3}
+    assert rows_held_by_process(rows, 2, 6) == {0: 4}
+    assert rows_held_by_process([], 1, 6) == {}
