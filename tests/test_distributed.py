@@ -26,7 +26,8 @@ ONE_PROCESS = [*PER_DEVICE, "--grad-accum=6"]
 TWO_PROCESSES = [*PER_DEVICE, "--grad-accum=3"]
 
 LORA_BETA = ["--beta=0.05", "--lora", "--trigger=always"]
-ONE_CANDIDATE = ["--dataset=one_candidate", "--num-replacements=1"]
+# the untagged solution must stay a candidate (scored 0 without a forward), so verification is off
+ONE_CANDIDATE = ["--dataset=one_candidate", "--num-replacements=1", "--unverified-teachers"]
 
 
 def launch(output_dir: Path, num_processes: int, *worker_args: str) -> Path:

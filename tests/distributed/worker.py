@@ -13,7 +13,8 @@ Datasets (`--dataset`):
   two solutions of which only one has an <answer> tag, so each batch has exactly one scorable candidate and one
   of the two processes has no scoring chunk (it must still run a dummy forward: under ZeRO-3 a forward is a
   collective). With --num-replacements 1 that group also puts its single teacher row on one process only, so with
-  --beta > 0 the other process runs a dummy reference forward.
+  --beta > 0 the other process runs a dummy reference forward. Run it with --unverified-teachers: the untagged
+  solution fails the reward, so verification would drop it and leave a single candidate, which needs no scoring.
 """
 
 import argparse
@@ -121,6 +122,9 @@ def main():
     parser.add_argument("--model-path", default=None, help="saved tiny model (beta > 0 without --lora)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (reference = adapter disabled)")
     parser.add_argument("--length-grouping", default="guided", help="AMPOConfig.length_grouping")
+    parser.add_argument(
+        "--unverified-teachers", action="store_true", help="require_verified_teachers=False (keep rejected solutions)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -154,6 +158,7 @@ def main():
         off_policy_aggregation=args.aggregation,
         loss_type=args.loss_type,
         beta=args.beta,
+        require_verified_teachers=not args.unverified_teachers,
         generation_kwargs={"do_sample": False},
         report_to="none",
         save_strategy="no",
