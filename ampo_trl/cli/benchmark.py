@@ -132,8 +132,20 @@ def print_cost_model(args: argparse.Namespace) -> None:
         )
 
 
-def _measured(trainer_class: type, token_counts: list) -> type:
-    """`trainer_class` recording (real, padded) completion tokens of every generation batch's loss pass."""
+#: Phases of a training step timed by the benchmark, outermost first: generation, rewards and (AMPO) guidance;
+#: AMPO's guidance alone; its verification of teacher solutions; its comprehension scoring. The loss passes
+#: (forward and backward of every micro-batch) are the step time minus the first phase.
+TIMED_PHASES = {
+    "generate_and_score": "_generate_and_score_completions",
+    "guidance": "_apply_guidance",
+    "verification": "_verified_candidates",
+    "scoring": "_score_candidates",
+}
+
+
+def _measured(trainer_class: type, token_counts: list, phase_times: dict[str, list[float]]) -> type:
+    """`trainer_class` recording (real, padded) completion tokens of every generation batch's loss pass, and the
+    seconds spent in each of `TIMED_PHASES` per generation batch (phases the class lacks are not recorded)."""
     from ampo_trl.micro_batches import padding_stats
 
     class Measured(trainer_class):
@@ -144,7 +156,27 @@ def _measured(trainer_class: type, token_counts: list) -> type:
                 token_counts.append(padding_stats(self._buffered_inputs))
             return inputs
 
+    def timed(phase: str, method):
+        def wrapper(self, *args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                if self.model.training:
+                    phase_times[phase][-1] += time.perf_counter() - start
+
+        return wrapper
+
+    for phase, name in TIMED_PHASES.items():
+        if hasattr(trainer_class, name):
+            phase_times.setdefault(phase, [])
+            setattr(Measured, name, timed(phase, getattr(trainer_class, name)))
     return Measured
+
+
+def per_round_ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+    """Ratio of the two scenarios' medians in each round (rounds alternate, so each ratio is one fair comparison)."""
+    return [n / d for n, d in zip(numerator, denominator, strict=True)]
 
 
 def run_scenario(args: argparse.Namespace) -> dict:
@@ -198,16 +230,19 @@ def run_scenario(args: argparse.Namespace) -> dict:
     model, tokenizer = build_tiny_model_and_tokenizer(seed=0)
 
     step_times = []
+    phase_times: dict[str, list[float]] = {}
 
     class StepTimer(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             self.start = time.perf_counter()
+            for times in phase_times.values():  # one generation batch per optimizer step (steps_per_generation = GA)
+                times.append(0.0)
 
         def on_step_end(self, args, state, control, **kwargs):
             step_times.append(time.perf_counter() - self.start)
 
     token_counts: list[tuple[int, int]] = []
-    trainer = _measured(trainer_class, token_counts)(
+    trainer = _measured(trainer_class, token_counts, phase_times)(
         model=model,
         reward_funcs=reward_funcs,
         args=config,
@@ -230,6 +265,7 @@ def run_scenario(args: argparse.Namespace) -> dict:
         )
     return {
         "step_times": step_times[1:],  # the first step carries one-off warm-up costs
+        "phase_times": {phase: times[1:] for phase, times in phase_times.items()},
         "peak_memory_bytes": torch.cuda.max_memory_allocated()
         if use_gpu
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -325,6 +361,13 @@ def main(argv: list[str] | None = None) -> None:
     def median_step(name):
         return statistics.median(t for run in results[name] for t in run["step_times"])
 
+    def round_medians(name):
+        return [statistics.median(run["step_times"]) for run in results[name]]
+
+    def median_phase(name, phase):
+        times = [t for run in results[name] for t in run["phase_times"].get(phase, [])]
+        return statistics.median(times) if times else None
+
     def peak(name):
         return max(run["peak_memory_bytes"] for run in results[name])
 
@@ -337,6 +380,16 @@ def main(argv: list[str] | None = None) -> None:
     for name in SCENARIOS:
         print(f"# {name}: median step {median_step(name):.4f} s, peak memory {peak(name) / 2**20:.0f} MiB")
     print(f"# scoring forwards: {forwards} batched vs {one_per_prompt} with one forward per scored prompt")
+    for name in SCENARIOS:  # where a step's time goes (medians over steps; loss passes = step - generate_and_score)
+        phases = {phase: median_phase(name, phase) for phase in TIMED_PHASES}
+        parts = [f"{phase} {value:.4f} s" for phase, value in phases.items() if value is not None]
+        if phases["generate_and_score"] is not None:
+            parts.append(f"loss passes {median_step(name) - phases['generate_and_score']:.4f} s")
+        print(f"# {name}: " + ", ".join(parts))
+    for trigger in ("untriggered", "triggered"):
+        ratios = per_round_ratios(round_medians(f"ampo-{trigger}"), round_medians(f"grpo-{trigger}"))
+        print(f"# step_time_ratio_{trigger} per round: " + " ".join(f"{r:.3f}" for r in ratios)
+              + f" (min {min(ratios):.3f}, max {max(ratios):.3f})")  # fmt: skip
     for name in SCENARIOS:
         real, padded = tokens(name, "real"), tokens(name, "padded")
         print(f"# {name}: loss-pass completion tokens {real} real, {padded} padded ({padded / max(real, 1):.3f})")
