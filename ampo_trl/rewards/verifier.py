@@ -27,7 +27,11 @@ Per (prediction, gold) pair:
    for ``1.70e4`` is wrong, as in Qwen2.5-Math's grader (1e-4 relative). Exact numbers compare exactly because a
    relative tolerance would equate 1000000 and 1000001;
 
-6. anything else (expressions, sets, intervals, equations, text) is decided by Math-Verify's ``verify``.
+6. anything else (expressions, sets, intervals, equations, text) is decided by Math-Verify's ``verify``, with one
+   check after it: when it says True and both sides are the same kind of container of plain numbers (tuples or
+   intervals: endpoints in order; sets: sorted elements; matrices: entries; equations: right-hand sides), the
+   numbers must also pass `numbers_match` pairwise (`containers_match`). Its absolute tolerance otherwise made
+   ``(0.0000001, 2)`` equal ``(0.0000002, 2)``. The check can only turn True into False.
 
 Only the standard library is imported at module level (Math-Verify lazily): this module is also the entry point of
 the verifier worker processes (`worker_main`), which must start fast.
@@ -108,10 +112,14 @@ def _math_verify_timeout_error() -> type[BaseException]:
 def _plain_number(parsed: list):
     """``(value, exact)`` of the first symbolic parse when it is a plain real number, else None. ``value`` is a sympy
     Float with `EXACT_DIGITS` digits; ``exact`` is False when a decimal literal (a sympy Float) is part of it."""
+    return _number_of(next((item for item in parsed if not isinstance(item, str)), None))
+
+
+def _number_of(expression):
+    """``(value, exact)`` of one sympy object when it is a plain real number, else None (see `_plain_number`)."""
     import sympy
     from sympy.matrices import MatrixBase
 
-    expression = next((item for item in parsed if not isinstance(item, str)), None)
     if not isinstance(expression, sympy.Expr) or isinstance(expression, MatrixBase):
         return None  # sets, intervals, tuples, relations, matrices
     if expression.free_symbols or not expression.is_number or expression.has(sympy.UnevaluatedExpr):
@@ -133,6 +141,43 @@ def numbers_match(gold: tuple, prediction: tuple) -> bool:
     if gold_exact and prediction_exact:
         return bool(difference <= scale * 10 ** (2 - EXACT_DIGITS))
     return bool(difference <= scale * RELATIVE_TOLERANCE)
+
+
+def _container_numbers(expression) -> tuple[str, list[tuple]] | None:
+    """``(kind, numbers)`` of a container whose every member is a plain number (`_number_of`), else None: interval
+    endpoints and tuple items in order, set elements sorted, matrix entries row by row, an equation's right side."""
+    import sympy
+    from sympy.matrices import MatrixBase
+
+    if isinstance(expression, sympy.Interval):
+        kind, members = "interval", [expression.start, expression.end]
+    elif isinstance(expression, sympy.Tuple):
+        kind, members = "tuple", list(expression.args)
+    elif isinstance(expression, sympy.FiniteSet):
+        kind, members = "set", list(expression.args)
+    elif isinstance(expression, MatrixBase):
+        kind, members = f"matrix{expression.shape}", list(expression)
+    elif isinstance(expression, sympy.Eq):
+        kind, members = "equation", [expression.rhs]
+    else:
+        return None
+    numbers = [_number_of(member) for member in members]
+    if not numbers or any(number is None for number in numbers):
+        return None
+    if kind == "set":
+        numbers.sort(key=lambda number: number[0])
+    return kind, numbers
+
+
+def containers_match(gold_parsed: list, prediction_parsed: list) -> bool:
+    """False when both first parses are containers of the same kind and size whose numbers differ pairwise beyond
+    `numbers_match`; True otherwise (other pairs are left to Math-Verify's verdict)."""
+    first = [next((item for item in parsed if not isinstance(item, str)), None) for parsed in (gold_parsed,
+             prediction_parsed)]  # fmt: skip
+    gold, prediction = (_container_numbers(expression) for expression in first)
+    if gold is None or prediction is None or gold[0] != prediction[0] or len(gold[1]) != len(prediction[1]):
+        return True
+    return all(numbers_match(g, p) for g, p in zip(gold[1], prediction[1], strict=True))
 
 
 def _numbers_verdict(gold_parsed: list, prediction_parsed: list) -> bool | None:
@@ -179,7 +224,9 @@ def _math_verify_match(prediction: str, gold: str, limit_seconds: int | None) ->
     verdict = _with_time_limit(_numbers_verdict, limit_seconds)(gold_parsed, prediction_parsed)
     if verdict is not None:
         return verdict
-    return bool(verify(gold_parsed, prediction_parsed, timeout_seconds=limit_seconds))
+    if not verify(gold_parsed, prediction_parsed, timeout_seconds=limit_seconds):
+        return False
+    return _with_time_limit(containers_match, limit_seconds)(gold_parsed, prediction_parsed)
 
 
 def _gold_parses(gold: str, limit_seconds: int | None) -> bool:

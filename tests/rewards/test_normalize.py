@@ -139,3 +139,19 @@ def test_only_plain_real_numbers_get_the_numeric_verdict():
     assert verifier._plain_number(parsed("\\sqrt{2}"))[1] is True
     for text in ("x+1", "(1, 2)", "(0, 1]", "x = 3", "62.5\\%", "\\infty", "2+3i", "\\text{Evelyn}"):
         assert verifier._plain_number(parsed(text)) is None, text
+
+
+def test_containers_of_numbers_are_checked_member_by_member():
+    def parsed(text):
+        return verifier._parse_math(normalize_answer(text), 5)
+
+    kind, numbers = verifier._container_numbers(parsed("\\{2, 0.5\\}")[0])
+    assert kind == "set" and [(float(value), exact) for value, exact in numbers] == [(0.5, False), (2.0, True)]
+    assert verifier._container_numbers(parsed("(x, 2)")[0]) is None  # a symbol: Math-Verify alone decides
+    assert verifier.containers_match(parsed("(1, 2)"), parsed("(1, 2.0000000001)"))
+    assert not verifier.containers_match(parsed("(1, 2)"), parsed("(1, 2.001)"))
+    assert not verifier.containers_match(parsed("\\{1, 2\\}"), parsed("\\{2, 1.001\\}"))  # sets: sorted members
+    # different kinds or sizes are not this check's business (True: Math-Verify's verdict stands)
+    assert verifier.containers_match(parsed("[1, 2]"), parsed("\\{1, 3\\}"))
+    assert verifier.containers_match(parsed("(1, 2, 3)"), parsed("(1, 5)"))
+    assert verifier.containers_match(parsed("7"), parsed("8"))  # plain numbers are decided before this check

@@ -21,6 +21,20 @@ CORPUS = [
     ("0.0000001", "0.0000002", False),
     ("0.0000004", "0.0000001", False),
     ("\\sqrt{2}\\cdot 10^{-20}", "\\sqrt{3}\\cdot 10^{-20}", False),  # exact but tiny: compared exactly
+    # --- false positives: the same absolute rounding inside tuples, intervals, sets, matrices, equations -------
+    ("(0.0000001, 2)", "(0.0000002, 2)", False),
+    ("[0.0000001, 2]", "[0.0000002, 2]", False),
+    ("\\{0.0000001, 2\\}", "\\{2, 0.0000002\\}", False),
+    ("0.0000001, 2", "0.0000002, 2", False),
+    ("x=0.0000001", "x=0.0000002", False),
+    ("\\begin{pmatrix}0.0000001\\\\2\\end{pmatrix}", "\\begin{pmatrix}0.0000002\\\\2\\end{pmatrix}", False),
+    ("(3.14, 2)", "(\\pi, 2)", False),
+    # ... while equal containers still match
+    ("(1,2)", "(1, 2)", True),
+    ("\\{2, 1\\}", "\\{1, 2\\}", True),
+    ("(3.14159265, 2)", "(\\pi, 2)", True),
+    ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2.0\\end{pmatrix}", True),
+    ("(x, 2)", "(x, 2)", True),
     # --- false positives: a relative tolerance must not reach exact integers or rounded answers --------------
     ("1000001", "1000000", False),
     ("11111111101", "11,\\! 111,\\! 111,\\! 100", False),
