@@ -236,7 +236,7 @@ def test_every_shipped_sweep_spec_runs_real_options():
     from ampo_trl.cli.arguments import parse_args
 
     specs = {path.stem: sweep.load_spec(path) for path in sorted((REPO / "recipes/demo/sweeps").glob("*.yml"))}
-    assert set(specs) == {"main", "trigger", "selection", "k", "aggregation"}
+    assert set(specs) == {"main", "main_vs_luffy", "trigger", "selection", "k", "aggregation"}
     assert len(specs["main"].seeds) >= 5 and all(len(spec.seeds) >= 3 for spec in specs.values())
     ablated = {"trigger": "guidance_trigger", "selection": "guidance_selection", "k": "num_replacements",
                "aggregation": "off_policy_aggregation"}  # fmt: skip
@@ -254,6 +254,11 @@ def test_every_shipped_sweep_spec_runs_real_options():
     main = {run.name: parse_args(run.train_args()) for run in sweep.plan_runs(specs["main"], "out", seeds=[0])}
     assert main["GRPO"][1].guidance_trigger == "never" and main["SFT on the pool"][0].demo_sft is True
     assert main["LUFFY-style"][1].guidance_trigger == "every_group"
+    # the second primary comparison: the same runs (same directories), LUFFY-style as the reference
+    assert specs["main_vs_luffy"].baseline == "LUFFY-style"
+    assert {(run.name, run.directory) for run in sweep.plan_runs(specs["main_vs_luffy"], "out")} == {
+        (run.name, run.directory) for run in sweep.plan_runs(specs["main"], "out")
+    }
 
 
 def test_end_to_end_sweep_runs_the_train_script(tmp_path, monkeypatch):
