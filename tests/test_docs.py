@@ -54,3 +54,23 @@ def test_relative_links_in_docs_resolve():
 
 def test_changelog_has_an_unreleased_section():
     assert "## [Unreleased]" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def test_readme_demo_numbers_are_the_main_sweep_table():
+    """The README quotes the 5-seed main table (docs/demo/main.md, written by scripts/demo_sweep.py): means of the
+    held-out hard accuracy, before and after, and AMPO's paired difference against GRPO with its interval."""
+    report = (ROOT / "docs/demo/main.md").read_text()
+    rows = {}
+    for line in report.splitlines():  # the first table (the pass@k table below it repeats the method names)
+        cells = line.strip("| ").split(" | ")
+        if len(cells) > 4:
+            rows.setdefault(cells[0], cells)
+    methods = ("before training (warm-up)", "AMPO", "GRPO", "LUFFY-style")
+    means = {name: rows[name][2].split(" ± ")[0] for name in methods}
+    seeds = int(rows["AMPO"][1])
+    delta = re.match(r"([+-][\d.]+) ± [\d.]+ \[([+-][\d.]+), ([+-][\d.]+)\]", rows["AMPO"][4])
+    readme = " ".join((ROOT / "README.md").read_text().split("\n---\n")[0].split())
+    assert f"over {seeds} seeds" in readme and seeds >= 5
+    assert f"{means['before training (warm-up)']}% → **{means['AMPO']}% with AMPO**" in readme
+    assert f"{means['GRPO']}% with GRPO" in readme and f"reached {means['LUFFY-style']}%" in readme
+    assert f"{delta[1]} points, 95% interval [{delta[2]}, {delta[3]}]" in readme
