@@ -109,10 +109,15 @@ def _math_verify_timeout_error() -> type[BaseException]:
     return TimeoutException
 
 
+def _first_symbolic(parsed: list):
+    """The first mathematical object of a Math-Verify parse (its other items are strings), or None."""
+    return next((item for item in parsed if not isinstance(item, str)), None)
+
+
 def _plain_number(parsed: list):
     """``(value, exact)`` of the first symbolic parse when it is a plain real number, else None. ``value`` is a sympy
     Float with `EXACT_DIGITS` digits; ``exact`` is False when a decimal literal (a sympy Float) is part of it."""
-    return _number_of(next((item for item in parsed if not isinstance(item, str)), None))
+    return _number_of(_first_symbolic(parsed))
 
 
 def _number_of(expression):
@@ -172,9 +177,7 @@ def _container_numbers(expression) -> tuple[str, list[tuple]] | None:
 def containers_match(gold_parsed: list, prediction_parsed: list) -> bool:
     """False when both first parses are containers of the same kind and size whose numbers differ pairwise beyond
     `numbers_match`; True otherwise (other pairs are left to Math-Verify's verdict)."""
-    first = [next((item for item in parsed if not isinstance(item, str)), None) for parsed in (gold_parsed,
-             prediction_parsed)]  # fmt: skip
-    gold, prediction = (_container_numbers(expression) for expression in first)
+    gold, prediction = (_container_numbers(_first_symbolic(parsed)) for parsed in (gold_parsed, prediction_parsed))
     if gold is None or prediction is None or gold[0] != prediction[0] or len(gold[1]) != len(prediction[1]):
         return True
     return all(numbers_match(g, p) for g, p in zip(gold[1], prediction[1], strict=True))
@@ -184,8 +187,7 @@ def _numbers_verdict(gold_parsed: list, prediction_parsed: list) -> bool | None:
     """`numbers_match` when both parses are plain numbers, else None (Math-Verify decides)."""
     import sympy
 
-    gold_expression = next((item for item in gold_parsed if not isinstance(item, str)), None)
-    prediction_expression = next((item for item in prediction_parsed if not isinstance(item, str)), None)
+    gold_expression, prediction_expression = _first_symbolic(gold_parsed), _first_symbolic(prediction_parsed)
     if isinstance(gold_expression, sympy.Rational) and isinstance(prediction_expression, sympy.Rational):
         return gold_expression == prediction_expression  # integers and fractions: exact
     gold_number = _plain_number(gold_parsed)
